@@ -1,0 +1,139 @@
+# brokerd — build, test, benchmark, install.
+#   make                 build brokerd, brokerctl and libbroker into build/
+#   make check           unit + integration tests, then all of them again under ASan+UBSan
+#   make bench           throughput/latency figures (see tests/bench/)
+#   make demo            start a broker on an embedded config, issue/verify/audit a token
+#   make install         PREFIX=/usr/local DESTDIR=
+# A sanitizer build lives in build/asan (make SAN=1 BUILD=build/asan).
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+BUILD      ?= build
+SAN        ?=
+PKG_CONFIG ?= pkg-config
+PYTHON     ?= /usr/bin/python3
+
+PKGS      := libsodium jansson sqlite3 libsystemd
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
+
+CC      ?= cc
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+           -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wpointer-arith
+HARDEN  := -fstack-protector-strong -fPIE
+LDHARDEN := -pie -Wl,-z,relro,-z,now
+ifeq ($(SAN),1)
+  OPT    := -O1 -g -fno-omit-frame-pointer
+  HARDEN += -fsanitize=address,undefined -fno-sanitize-recover=all -DBROKERD_SANITIZER_BUILD
+  LDHARDEN += -fsanitize=address,undefined
+else
+  HARDEN += -D_FORTIFY_SOURCE=2
+endif
+CPPFLAGS += -D_GNU_SOURCE -Icommon -Iproto -Ibrokerd -Iclient
+ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) $(HARDEN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS)
+
+COMMON_SRCS := $(wildcard common/*.c)
+PROTO_SRCS  := $(wildcard proto/*.c)
+DAEMON_SRCS := $(filter-out brokerd/main.c,$(wildcard brokerd/*.c))
+LIB_SRCS    := client/libbroker.c
+CTL_SRCS    := $(filter-out $(LIB_SRCS),$(wildcard client/*.c))
+UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
+BENCH_SRCS  := $(wildcard tests/bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+PIC_OBJS := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRCS) $(PROTO_SRCS))
+
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+.PHONY: all check unit integration check-asan bench demo deps install clean format
+all: $(BUILD)/brokerd $(BUILD)/brokerctl $(BUILD)/libbroker.a $(BUILD)/libbroker.so.0
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+# Everything but the two mains, so unit tests and benchmarks link the real code.
+$(BUILD)/libcore.a: $(call obj,$(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/brokerd: $(call obj,brokerd/main.c) $(BUILD)/libcore.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/libbroker.a: $(call obj,$(LIB_SRCS) $(PROTO_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libbroker.so.0: $(PIC_OBJS)
+	$(CC) -shared -Wl,-soname,libbroker.so.0 $(filter -fsanitize%,$(LDHARDEN)) -o $@ $^ \
+		$(shell $(PKG_CONFIG) --libs jansson) -lpthread
+
+$(BUILD)/brokerctl: $(call obj,$(CTL_SRCS)) $(BUILD)/libbroker.a $(BUILD)/libcore.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lcmocka -lpthread
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libbroker.a $(BUILD)/libcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lpthread
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(abspath $(UNIT_BINS)); do echo "== $$t"; (cd tests/unit && $$t); done
+
+integration: all
+	BROKER_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/integration/run.py
+
+check-asan:
+	$(MAKE) SAN=1 BUILD=build/asan unit integration
+
+check: all
+	$(MAKE) unit integration
+	$(MAKE) check-asan
+
+bench: all $(BENCH_BINS)
+	BROKER_BUILD=$(abspath $(BUILD)) tests/bench/run
+
+demo: all
+	BROKER_BUILD=$(abspath $(BUILD)) tests/demo.sh
+
+# Debian packages for building, testing and the demo (needs root).
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		$$(sed 's/#.*//' .ci/packages)
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/brokerd $(DESTDIR)$(SBINDIR)/brokerd
+	install -m 0755 $(BUILD)/brokerctl $(DESTDIR)$(BINDIR)/brokerctl
+	install -m 0644 $(BUILD)/libbroker.a $(DESTDIR)$(LIBDIR)/libbroker.a
+	install -m 0755 $(BUILD)/libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so.0
+	ln -sf libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so
+	install -m 0644 client/broker.h $(DESTDIR)$(INCLUDEDIR)/broker.h
+	sed 's|@SBINDIR@|$(SBINDIR)|g' units/brokerd.service > $(DESTDIR)$(UNITDIR)/brokerd.service
+	install -m 0644 units/brokerd.socket units/brokerd-admin.socket $(DESTDIR)$(UNITDIR)/
+
+format:
+	clang-format -i $(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS) brokerd/main.c $(LIB_SRCS) \
+		$(CTL_SRCS) $(UNIT_SRCS) $(BENCH_SRCS) $(wildcard */*.h)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

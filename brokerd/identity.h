@@ -1,0 +1,48 @@
+/* Who is on the other end of a socket, as the kernel says: SO_PEERCRED, SO_PEERGROUPS,
+ * SO_PEERPIDFD, /proc/PID/exe and /proc/PID/cgroup. Never anything the caller says. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct Identity {
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups; /* supplementary groups (SO_PEERGROUPS) */
+        size_t n_groups;
+        char *user;          /* passwd name of uid, NULL if none */
+        char *group;         /* group name of gid, NULL if none */
+        char *exe;           /* /proc/PID/exe target, NULL if unreadable */
+        char *cgroup;        /* path of the deciding /proc/PID/cgroup line */
+        char *unit;          /* systemd unit or NULL */
+        bool user_delegated; /* cgroup lies below a user's own systemd (user@UID.service) */
+        char *container;     /* "RUNTIME:ID" or NULL */
+        int pidfd;           /* pins the connecting process (SO_PEERPIDFD) */
+} Identity;
+
+/* Fills *ret for the peer of a connected AF_UNIX socket. The /proc reads are confirmed through
+ * the pidfd afterwards: if the process has exited in between, its PID may have been reused and
+ * what was read may describe another process, so this fails. Errors:
+ *   -ESRCH   the peer process is gone (or exited during the reads)
+ *   -EREMOTE the peer pid is 0: it lives in a PID namespace the daemon cannot see
+ *   -EPROTONOSUPPORT the kernel has no SO_PEERPIDFD (Linux < 6.5)
+ *   other -errno from the syscalls. */
+int identity_from_socket(int fd, Identity *ret);
+
+/* 0 while the process that connected is alive; -ESRCH once it has exited. */
+int identity_check_alive(const Identity *id);
+
+bool identity_in_group(const Identity *id, gid_t gid);
+
+/* The identity as shown by whoami and stored in audit records: uid, gid, groups (optional),
+ * pid, user, group, exe, unit, user_delegated, cgroup, container; absent strings are null.
+ * Strings are made safe for display with text_escape(). */
+json_t *identity_to_json(const Identity *id, bool with_groups);
+
+void identity_done(Identity *id);
+
+/* Checks at start-up that this kernel offers SO_PEERPIDFD. 0 or -EPROTONOSUPPORT. */
+int identity_probe_kernel(void);

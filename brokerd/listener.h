@@ -1,0 +1,28 @@
+/* Listening sockets: created by the daemon (safe directory, stale socket removed, one daemon
+ * per socket through a lock file) or passed by systemd socket activation. */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-event.h>
+
+typedef struct Listener {
+        char *path;
+        int fd;
+        int lock_fd;  /* flock()ed PATH.lock; -EBADF for activated sockets */
+        bool created; /* we bound it, so we unlink it on exit */
+        bool admin;
+        sd_event_source *source;
+        void *userdata;
+} Listener;
+
+/* Takes the socket systemd passed under `name` (FileDescriptorName=) or creates one at `path`:
+ * the directory is created if missing (0755) and checked (every ancestor owned by root or us,
+ * not writable by others; for the workload socket, searchable by all), a lock next to the
+ * socket keeps a second daemon out, and a stale socket from a crash is removed. The socket is
+ * chmod'ed to `mode`. */
+int listener_open(Listener *l, const char *path, const char *name, mode_t mode, bool admin,
+                  bool world_search);
+void listener_close(Listener *l);
+
+/* Collects the sockets systemd passed (LISTEN_FDS), by name. Call once before listener_open(). */
+int listener_collect_activation(void);

@@ -1,0 +1,129 @@
+/* brokerd: wires the parts together. */
+#include <getopt.h>
+#include <sodium.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "identity.h"
+#include "listener.h"
+#include "log.h"
+#include "macro.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+        fputs("Usage: brokerd --config PATH [--check]\n"
+              "\n"
+              "  -c, --config PATH   configuration file (JSON)\n"
+              "      --check         validate the configuration and exit (0 valid, 1 not)\n"
+              "  -h, --help          show this help\n",
+              f);
+}
+
+static int check_config(const char *path)
+{
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_strv_free_ char **errors = NULL;
+        int r = config_load(path, &c, &errors);
+
+        if (r >= 0) {
+                printf("%s: configuration is valid (%zu rules)\n", path, c->n_rules);
+                return 0;
+        }
+        if (errors)
+                for (char **e = errors; *e; e++)
+                        fprintf(stderr, "%s: %s\n", path, *e);
+        else
+                fprintf(stderr, "%s: %s\n", path, strerror(-r));
+        return 1;
+}
+
+/* Secrets must not end up in a core file, and no other process of our uid may ptrace us. */
+static void protect_process(void)
+{
+        struct rlimit no_core = {0, 0};
+
+        (void) setrlimit(RLIMIT_CORE, &no_core);
+#ifndef BROKERD_SANITIZER_BUILD
+        /* LeakSanitizer needs to ptrace the process at exit, so sanitizer builds keep it. */
+        (void) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option opts[] = {
+            {"config", required_argument, NULL, 'c'},
+            {"check", no_argument, NULL, 'k'},
+            {"help", no_argument, NULL, 'h'},
+            {},
+        };
+        _cleanup_strv_free_ char **errors = NULL;
+        const char *config_path = NULL;
+        bool check = false;
+        Config *config = NULL;
+        Server *server = NULL;
+        int c, r;
+
+        log_setup("brokerd");
+        while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case 'k':
+                        check = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 1;
+                }
+        if (!config_path || optind < argc) {
+                usage(stderr);
+                return 1;
+        }
+        if (check)
+                return check_config(config_path);
+
+        protect_process();
+        umask(0077);
+        if (sodium_init() < 0) {
+                log_error("Cannot initialise libsodium");
+                return 1;
+        }
+        r = identity_probe_kernel();
+        if (r == -EPROTONOSUPPORT) {
+                log_error("This kernel has no SO_PEERPIDFD (Linux 6.5 or later is required to "
+                          "identify callers without a PID-reuse race); refusing to start");
+                return 1;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Cannot probe the kernel for SO_PEERPIDFD: %m");
+                return 1;
+        }
+
+        r = config_load(config_path, &config, &errors);
+        if (r < 0) {
+                if (errors)
+                        for (char **e = errors; *e; e++)
+                                log_error("%s: %s", config_path, *e);
+                else
+                        log_error_errno(r, "Cannot read %s: %m", config_path);
+                return 1;
+        }
+
+        r = listener_collect_activation();
+        if (r >= 0)
+                r = server_new(config, &server); /* owns config from here on */
+        else
+                config_free(config);
+        if (r >= 0)
+                r = server_run(server);
+        server_free(server);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,28 @@
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "audit-tool.h"
+
+sqlite3 *audit_db_open(const char *path)
+{
+        struct stat st;
+        sqlite3 *db = NULL;
+
+        if (!path) {
+                fprintf(stderr, "brokerctl: --database PATH is required\n");
+                return NULL;
+        }
+        /* SQLite would happily create an empty database for a mistyped path. */
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+                fprintf(stderr, "brokerctl: %s: no such audit database (check --database)\n", path);
+                return NULL;
+        }
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+                fprintf(stderr, "brokerctl: cannot open %s: %s\n", path,
+                        db ? sqlite3_errmsg(db) : "out of memory");
+                sqlite3_close(db);
+                return NULL;
+        }
+        sqlite3_busy_timeout(db, 5000);
+        return db;
+}

@@ -1,0 +1,19 @@
+/* brokerctl audit export / verify: read the audit database (or an exported file) directly,
+ * without the daemon, as a compliance team would. Both return brokerctl exit codes. */
+#pragma once
+
+#include <sqlite3.h>
+
+typedef struct AuditToolArgs {
+        const char *database;
+        const char *since, *until; /* RFC 3339 or YYYY-MM-DD; since inclusive, until exclusive */
+        const char *event;
+        const char *format; /* jsonl | csv | ocsf */
+        const char *output; /* NULL: stdout */
+} AuditToolArgs;
+
+int audit_export(const AuditToolArgs *a);
+int audit_verify(const AuditToolArgs *a);
+
+/* Opens the database read-only; prints why not and returns NULL on failure. */
+sqlite3 *audit_db_open(const char *path);

@@ -1,0 +1,322 @@
+/* brokerctl: the command-line client. Talks to the workload and admin sockets through
+ * libbroker; reads the audit database directly for export and verify. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit-tool.h"
+#include "broker.h"
+#include "errors.h"
+#include "json-util.h"
+#include "macro.h"
+#include "message.h"
+
+typedef struct Args {
+        const char *socket;
+        const char *admin_socket;
+        const char *audience;
+        const char *scopes[SCOPES_MAX];
+        size_t n_scopes;
+        int64_t ttl;
+        bool json;
+        const char *alg; /* rotate: one algorithm's series only */
+        AuditToolArgs audit;
+} Args;
+
+static void usage(FILE *f)
+{
+        fputs("Usage:\n"
+              "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
+              "[--json]\n"
+              "  brokerctl [--socket PATH] whoami | jwks | ping\n"
+              "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
+              "revoke KID\n"
+              "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
+              "                         [--event EVENT] [--format jsonl|csv|ocsf] "
+              "[--output FILE]\n"
+              "  brokerctl audit verify --database PATH\n"
+              "\n"
+              "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
+              "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
+              "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
+              "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
+              "3 denied or rate limited, 4 anything else.\n",
+              f);
+}
+
+static int exit_for_status(int status)
+{
+        switch (status) {
+        case BROKER_OK:
+                return EXIT_OK;
+        case BROKER_E_BAD_REQUEST:
+                return EXIT_USAGE;
+        case BROKER_E_UNAVAILABLE:
+                return EXIT_UNAVAILABLE;
+        case BROKER_E_DENIED:
+        case BROKER_E_RATE_LIMITED:
+                return EXIT_DENIED;
+        default:
+                return EXIT_OTHER;
+        }
+}
+
+/* What to do next, by kind of failure. */
+static const char *hint_for_status(int status)
+{
+        switch (status) {
+        case BROKER_E_DENIED:
+                return " (run 'brokerctl whoami' to see the identity the broker sees, and ask "
+                       "the operator for a rule)";
+        case BROKER_E_RATE_LIMITED:
+                return " (wait a moment and retry)";
+        case BROKER_E_UNAVAILABLE:
+                return "";
+        case BROKER_E_BAD_REQUEST:
+                return " (see 'brokerctl --help')";
+        default:
+                return " (see the broker's log)";
+        }
+}
+
+static int report(const broker_error *err)
+{
+        fprintf(stderr, "brokerctl: %s%s%s%s\n", err->code[0] ? err->code : "",
+                err->code[0] ? ": " : "", err->message, hint_for_status(err->status));
+        return exit_for_status(err->status);
+}
+
+static int cmd_token(const Args *a)
+{
+        broker *b = NULL;
+        broker_error err = {};
+        broker_token tok = {};
+        int r;
+
+        if (!a->audience) {
+                fprintf(stderr, "brokerctl: token needs --audience AUD\n");
+                return EXIT_USAGE;
+        }
+        r = broker_open(a->socket, 0, &b, &err);
+        if (r >= 0)
+                r = broker_get_token(b,
+                                     &(broker_token_request){.audience = a->audience,
+                                                             .scopes = a->scopes,
+                                                             .n_scopes = a->n_scopes,
+                                                             .ttl = a->ttl},
+                                     &tok, &err);
+        broker_close(b);
+        if (r < 0)
+                return report(&err);
+        printf("%s\n", a->json ? tok.response_json : tok.token);
+        broker_token_clear(&tok);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+/* Sends {"op": op[, field: value]} and prints the response. */
+static int cmd_simple(const char *socket, const char *op, const char *field, const char *value)
+{
+        _cleanup_(json_decrefp) json_t *req = json_pack("{s:s}", "op", op);
+        _cleanup_free_ char *text = NULL, *resp = NULL;
+        broker *b = NULL;
+        broker_error err = {};
+        int r;
+
+        if (!req || (field && value && json_object_set_new(req, field, json_string(value)) < 0) ||
+            !(text = json_dumps(req, JSON_COMPACT))) {
+                fprintf(stderr, "brokerctl: out of memory\n");
+                return EXIT_OTHER;
+        }
+        r = broker_open(socket, 0, &b, &err);
+        if (r >= 0)
+                r = broker_call(b, text, &resp, &err);
+        broker_close(b);
+        if (r < 0)
+                return report(&err);
+        printf("%s\n", resp);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+static int parse_ttl(const char *s, int64_t *ret)
+{
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+
+        if (errno || end == s || *end || v <= 0 || v > TTL_MAX)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static const char *admin_socket_path(const Args *a)
+{
+        const char *p = a->admin_socket ? a->admin_socket : secure_getenv("BROKER_ADMIN_SOCKET");
+        return p && *p ? p : BROKER_DEFAULT_ADMIN_SOCKET;
+}
+
+/* One getopt pass over argv into *a. Returns -1 when parsing should go on, else the exit
+ * code (0 after --help). */
+static int parse_options(int argc, char **argv, const char *optstring, Args *a)
+{
+        enum {
+                OPT_SOCKET = 0x100,
+                OPT_ADMIN_SOCKET,
+                OPT_AUDIENCE,
+                OPT_SCOPE,
+                OPT_TTL,
+                OPT_JSON,
+                OPT_DATABASE,
+                OPT_SINCE,
+                OPT_UNTIL,
+                OPT_FORMAT,
+                OPT_OUTPUT,
+                OPT_EVENT,
+                OPT_ALG,
+        };
+        static const struct option opts[] = {
+            {"socket", required_argument, NULL, OPT_SOCKET},
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"audience", required_argument, NULL, OPT_AUDIENCE},
+            {"scope", required_argument, NULL, OPT_SCOPE},
+            {"ttl", required_argument, NULL, OPT_TTL},
+            {"json", no_argument, NULL, OPT_JSON},
+            {"database", required_argument, NULL, OPT_DATABASE},
+            {"since", required_argument, NULL, OPT_SINCE},
+            {"until", required_argument, NULL, OPT_UNTIL},
+            {"format", required_argument, NULL, OPT_FORMAT},
+            {"output", required_argument, NULL, OPT_OUTPUT},
+            {"event", required_argument, NULL, OPT_EVENT},
+            {"alg", required_argument, NULL, OPT_ALG},
+            {"help", no_argument, NULL, 'h'},
+            {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, optstring, opts, NULL)) >= 0)
+                switch (c) {
+                case OPT_SOCKET:
+                        a->socket = optarg;
+                        break;
+                case OPT_ADMIN_SOCKET:
+                        a->admin_socket = optarg;
+                        break;
+                case OPT_AUDIENCE:
+                        a->audience = optarg;
+                        break;
+                case OPT_SCOPE:
+                        if (a->n_scopes >= SCOPES_MAX) {
+                                fprintf(stderr, "brokerctl: at most %u --scope options\n",
+                                        SCOPES_MAX);
+                                return EXIT_USAGE;
+                        }
+                        a->scopes[a->n_scopes++] = optarg;
+                        break;
+                case OPT_TTL:
+                        if (parse_ttl(optarg, &a->ttl) < 0) {
+                                fprintf(stderr,
+                                        "brokerctl: --ttl must be a number of seconds between 1 "
+                                        "and %lld, got \"%s\"\n",
+                                        (long long) TTL_MAX, optarg);
+                                return EXIT_USAGE;
+                        }
+                        break;
+                case OPT_JSON:
+                        a->json = true;
+                        break;
+                case OPT_DATABASE:
+                        a->audit.database = optarg;
+                        break;
+                case OPT_SINCE:
+                        a->audit.since = optarg;
+                        break;
+                case OPT_UNTIL:
+                        a->audit.until = optarg;
+                        break;
+                case OPT_FORMAT:
+                        a->audit.format = optarg;
+                        break;
+                case OPT_OUTPUT:
+                        a->audit.output = optarg;
+                        break;
+                case OPT_ALG:
+                        a->alg = optarg;
+                        break;
+                case OPT_EVENT:
+                        a->audit.event = optarg;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return EXIT_USAGE;
+                }
+
+        return -1;
+}
+
+int main(int argc, char **argv)
+{
+        Args a = {.audit = {.format = "jsonl"}};
+        int r;
+
+        /* Global options stop at the command word ('+'), so what follows it is the command's:
+         * a key id may start with '-' (base64url) and must not be taken for an option. */
+        r = parse_options(argc, argv, "+h", &a);
+        if (r >= 0)
+                return r;
+        if (optind >= argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        int n;
+        char **w;
+        if (strcmp(argv[optind], "revoke") == 0) {
+                w = argv + optind;
+                n = argc - optind;
+                if (n >= 2 && strcmp(w[1], "--") == 0) { /* "revoke -- KID" works too */
+                        w[1] = w[0];
+                        w++;
+                        n--;
+                }
+        } else {
+                /* The command's own options, anywhere after it. */
+                int sub_argc = argc - optind;
+                char **sub_argv = argv + optind;
+                optind = 0; /* glibc: start a fresh scan */
+                r = parse_options(sub_argc, sub_argv, "h", &a);
+                if (r >= 0)
+                        return r;
+                w = sub_argv + optind - 1;
+                w[0] = sub_argv[0];
+                n = sub_argc - optind + 1;
+        }
+
+        const char *cmd = w[0];
+
+        if (strcmp(cmd, "token") == 0 && n == 1)
+                return cmd_token(&a);
+        if ((strcmp(cmd, "whoami") == 0 || strcmp(cmd, "jwks") == 0 || strcmp(cmd, "ping") == 0) &&
+            n == 1)
+                return cmd_simple(a.socket, cmd, NULL, NULL);
+        if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
+             strcmp(cmd, "keys") == 0) &&
+            n == 1)
+                return cmd_simple(admin_socket_path(&a), cmd, NULL, NULL);
+        if (strcmp(cmd, "rotate") == 0 && n == 1)
+                return cmd_simple(admin_socket_path(&a), cmd, "alg", a.alg);
+        if (strcmp(cmd, "revoke") == 0 && n == 2)
+                return cmd_simple(admin_socket_path(&a), cmd, "kid", w[1]);
+        if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "export") == 0)
+                return audit_export(&a.audit);
+        if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "verify") == 0)
+                return audit_verify(&a.audit);
+
+        fprintf(stderr, "brokerctl: unknown command or wrong arguments: %s\n", cmd);
+        usage(stderr);
+        return EXIT_USAGE;
+}

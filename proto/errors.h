@@ -1,0 +1,28 @@
+/* Error codes of the wire protocol and the exit codes brokerctl maps them to. */
+#pragma once
+
+typedef enum BrokerErrorCode {
+        BROKER_ERR_BAD_REQUEST,
+        BROKER_ERR_DENIED,
+        BROKER_ERR_RATE_LIMITED,
+        BROKER_ERR_UNAVAILABLE,
+        BROKER_ERR_NOT_FOUND,
+        BROKER_ERR_INTERNAL,
+        _BROKER_ERR_MAX,
+} BrokerErrorCode;
+
+/* "bad_request", "denied", ... */
+const char *broker_error_code_to_string(BrokerErrorCode c);
+/* Returns the code, or -EINVAL for a string that is not one of the protocol's codes. */
+int broker_error_code_from_string(const char *s);
+
+/* Exit codes of brokerctl (the contract). */
+enum {
+        EXIT_OK = 0,
+        EXIT_USAGE = 1,       /* usage error or bad_request */
+        EXIT_UNAVAILABLE = 2, /* broker unreachable or unavailable */
+        EXIT_DENIED = 3,      /* denied or rate_limited */
+        EXIT_OTHER = 4,
+};
+
+int broker_error_code_to_exit(BrokerErrorCode c);
