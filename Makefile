@@ -19,7 +19,7 @@ SAN        ?=
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
 
-PKGS      := libsodium jansson sqlite3 libsystemd
+PKGS      := libsodium jansson sqlite3 libsystemd libcrypto
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 
@@ -111,11 +111,15 @@ bench: all $(BENCH_BINS)
 demo: all
 	BROKER_BUILD=$(abspath $(BUILD)) tests/demo.sh
 
-# Debian packages for building, testing and the demo (needs root).
+# Debian packages for building, testing and the demo (needs root), and the pinned Node
+# verifier the integration tests use (tests/integration/node).
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		$$(sed 's/#.*//' .ci/packages)
+	command -v node >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends nodejs npm
+	npm ci --prefix tests/integration/node
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \

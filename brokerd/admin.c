@@ -1,12 +1,12 @@
 /* Admin socket ops: status, reload, keys, rotate, revoke (and ping). Only root and the
  * broker's own uid get this far (checked at accept). */
 #include "handlers.h"
+#include "keyschedule.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
 #include "timeutil.h"
-
-#define BROKERD_VERSION "0.1.0"
+#include "version.h"
 
 static void reply_json(Conn *c, const Request *req, json_t *fields)
 {
@@ -56,41 +56,68 @@ static void handle_keys(Conn *c, const Request *req)
         reply_json(c, req, json_pack("{s:o}", "keys", keystore_list(c->server->keys)));
 }
 
+/* Every series now, or only `alg`'s. The new active key is the next key if one is published
+ * already; otherwise it is made and signs at once (the operator asked for now). */
 static void handle_rotate(Conn *c, const Request *req)
 {
         Server *s = c->server;
-        _cleanup_free_ char *kid = NULL, *retired = NULL;
-        int r;
+        _cleanup_(json_decrefp) json_t *rotated = json_array();
+        KeyEvents ev = {};
+        KeyPolicy p;
+        int64_t now = now_unix_sec();
+        int r = 0, n = 0;
 
-        r = keystore_rotate(s->keys, ALG_EDDSA, now_unix_sec(), server_key_retention(s), &kid,
-                            &retired);
+        key_policy_from_config(s->config, &p);
+        for (int a = 0; a < _ALG_MAX && r >= 0; a++) {
+                if ((req->alg && a != alg_from_string(req->alg)) || !keystore_active(s->keys, a))
+                        continue;
+                size_t first = ev.n;
+                r = keystore_rotate(s->keys, &p, a, now, &ev);
+                for (size_t i = first; r >= 0 && i < ev.n; i++)
+                        if (strcmp(ev.e[i].event, "key_rotated") == 0)
+                                json_array_append_new(rotated, json_pack("{s:s, s:s, s:s}", "alg",
+                                                                         alg_to_string(a), "kid",
+                                                                         ev.e[i].kid, "retired_kid",
+                                                                         ev.e[i].other_kid));
+                n++;
+        }
+        key_schedule_changed(s, &ev);
         if (r < 0) {
                 conn_reply(c, response_new_error(BROKER_ERR_INTERNAL,
                                                  "rotation failed; see the broker's log", req->id));
                 return;
         }
-        log_notice("Rotated EdDSA key: %s is active, %s retired", kid, strna(retired));
-        server_audit_event(
-            s, "key_rotated",
-            json_pack("{s:s, s:s, s:s?}", "alg", "EdDSA", "kid", kid, "retired_kid", retired));
-        reply_json(c, req, json_pack("{s:s}", "kid", kid));
+        if (n == 0) {
+                conn_reply(c, response_new_error(BROKER_ERR_NOT_FOUND,
+                                                 "no active key of this algorithm", req->id));
+                return;
+        }
+        /* "kid": the first series' new key (EdDSA unless only another was asked for). */
+        json_t *first = json_array_get(rotated, 0);
+        reply_json(
+            c, req,
+            json_pack("{s:O, s:O}", "kid", json_object_get(first, "kid"), "rotated", rotated));
 }
 
 static void handle_revoke(Conn *c, const Request *req)
 {
         Server *s = c->server;
-        _cleanup_free_ char *replacement = NULL;
+        KeyEvents ev = {};
+        KeyPolicy p;
         int r;
 
-        r = keystore_revoke(s->keys, req->kid, now_unix_sec(), &replacement);
+        key_policy_from_config(s->config, &p);
+        r = keystore_revoke(s->keys, &p, req->kid, now_unix_sec(), &ev);
+        key_schedule_changed(s, &ev);
         if (r == -ENOENT) {
                 conn_reply(
                     c, response_new_error(BROKER_ERR_NOT_FOUND, "no key with this kid", req->id));
                 return;
         }
         if (r == -EALREADY) {
-                conn_reply(c, response_new_error(BROKER_ERR_BAD_REQUEST,
-                                                 "this key is already revoked", req->id));
+                conn_reply(c,
+                           response_new_error(BROKER_ERR_BAD_REQUEST,
+                                              "this key is already revoked or removed", req->id));
                 return;
         }
         if (r < 0) {
@@ -99,13 +126,10 @@ static void handle_revoke(Conn *c, const Request *req)
                                               "revocation failed; see the broker's log", req->id));
                 return;
         }
-        log_notice("Revoked key %s%s%s", req->kid, replacement ? "; new active key " : "",
-                   replacement ? replacement : "");
-        server_audit_event(
-            s, "key_revoked",
-            json_pack("{s:s, s:s?}", "kid", req->kid, "replacement_kid", replacement));
-        reply_json(c, req,
-                   json_pack("{s:s, s:s?}", "kid", req->kid, "replacement_kid", replacement));
+        const char *repl = ev.n > 0 ? ev.e[ev.n - 1].other_kid : "";
+        reply_json(
+            c, req,
+            json_pack("{s:s, s:s*}", "kid", req->kid, "replacement_kid", repl[0] ? repl : NULL));
 }
 
 void admin_handle(Conn *c, const Request *req)

@@ -374,6 +374,65 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
                 problem(p, "limits.burst", "must be at least 1 when limits.rate is not 0");
 }
 
+uint64_t config_longest_ttl(const Config *c)
+{
+        uint64_t m = c->max_ttl;
+
+        for (size_t i = 0; i < c->n_rules; i++)
+                m = MAX(m, c->rules[i].max_ttl);
+        return m;
+}
+
+/* After the rules, whose max_ttl the retention must cover. */
+static void parse_keys(Problems *p, json_t *root, Config *c)
+{
+        KeysConfig *k = &c->keys;
+        bool ok, has_retention = false;
+        uint64_t bits;
+        json_t *o = json_object_get(root, "keys");
+
+        *k = (KeysConfig){
+            .rotation_period = 24 * 3600,
+            .publish_ahead = 3600,
+            .clock_skew = 300,
+            .rsa_bits = 2048,
+        };
+        if (o) {
+                check_object(p, o, "keys", &ok);
+                if (ok) {
+                        check_unknown_keys(p, o, "keys",
+                                           (const char *const[]){"rotation_period", "publish_ahead",
+                                                                 "clock_skew", "retention",
+                                                                 "rsa_bits", NULL});
+                        get_duration(p, o, "keys", "rotation_period", 1, &k->rotation_period);
+                        get_duration(p, o, "keys", "publish_ahead", 0, &k->publish_ahead);
+                        get_duration(p, o, "keys", "clock_skew", 0, &k->clock_skew);
+                        has_retention = get_duration(p, o, "keys", "retention", 0, &k->retention);
+                        if (get_uint(p, o, "keys", "rsa_bits", 2048, 4096, &bits)) {
+                                if (bits % 1024 != 0)
+                                        problem(p, "keys.rsa_bits", "must be 2048, 3072 or 4096");
+                                k->rsa_bits = (unsigned) bits;
+                        }
+                }
+        }
+        if (k->publish_ahead >= k->rotation_period)
+                problem(p, "keys.publish_ahead",
+                        "%llus must be shorter than keys.rotation_period (%llus)",
+                        (unsigned long long) k->publish_ahead,
+                        (unsigned long long) k->rotation_period);
+
+        /* A retired key must outlive every token it signed, wherever the relying party's
+         * clock stands. */
+        uint64_t need = config_longest_ttl(c) + k->clock_skew;
+        if (!has_retention)
+                k->retention = need;
+        else if (k->retention < need)
+                problem(p, "keys.retention",
+                        "%llus is shorter than the longest token lifetime plus keys.clock_skew "
+                        "(%llus): tokens would outlive the key that verifies them",
+                        (unsigned long long) k->retention, (unsigned long long) need);
+}
+
 static bool rule_name_valid(const char *s)
 {
         for (; *s; s++)
@@ -552,9 +611,12 @@ static void parse_rule(Problems *p, json_t *r, size_t idx, const Config *c, Rule
                 join_path(kp, sizeof(kp), path, "alg");
                 if (!json_is_string(a))
                         problem(p, kp, "expected string, got %s", json_type_name(a));
-                else if (alg_from_string(json_string_value(a)) != ALG_EDDSA)
-                        problem(p, kp, "unsupported algorithm \"%s\" (supported: EdDSA)",
+                else if (alg_from_string(json_string_value(a)) < 0)
+                        problem(p, kp,
+                                "unsupported algorithm \"%s\" (supported: EdDSA, ES256, RS256)",
                                 json_string_value(a));
+                else
+                        ret->alg = alg_from_string(json_string_value(a));
         }
 }
 
@@ -631,7 +693,8 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
                 check_unknown_keys(&p, root, "",
                                    (const char *const[]){"issuer", "listen", "state_directory",
                                                          "audit", "tokens", "rules", "limits",
-                                                         NULL});
+                                                         "keys", "master_key_file",
+                                                         "publish_directory", NULL});
                 parse_issuer(&p, root, c);
                 parse_listen(&p, root, c);
                 get_path(&p, root, "", "state_directory", PATH_MAX, &c->state_directory);
@@ -639,6 +702,12 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
                 parse_tokens(&p, root, c);
                 parse_limits(&p, root, c);
                 parse_rules(&p, root, c);
+                parse_keys(&p, root, c);
+                if (json_object_get(root, "master_key_file"))
+                        get_path(&p, root, "", "master_key_file", PATH_MAX, &c->master_key_file);
+                if (json_object_get(root, "publish_directory"))
+                        get_path(&p, root, "", "publish_directory", PATH_MAX,
+                                 &c->publish_directory);
         }
 
         if (p.oom) {
@@ -700,6 +769,8 @@ void config_free(Config *c)
         free(c->admin_socket);
         free(c->state_directory);
         free(c->audit_database);
+        free(c->master_key_file);
+        free(c->publish_directory);
         free(c);
 }
 
@@ -718,5 +789,9 @@ const char *config_restart_only_change(const Config *old, const Config *new)
                 return "state_directory";
         if (!streq_ptr(old->audit_database, new->audit_database))
                 return "audit.database";
+        if (!streq_ptr(old->master_key_file, new->master_key_file))
+                return "master_key_file";
+        if (!streq_ptr(old->publish_directory, new->publish_directory))
+                return "publish_directory";
         return NULL;
 }

@@ -48,6 +48,15 @@ typedef struct Limits {
         uint64_t read_timeout; /* seconds for a started frame to arrive completely */
 } Limits;
 
+typedef struct KeysConfig {
+        uint64_t rotation_period; /* an active key signs this long (24h) */
+        uint64_t publish_ahead;   /* a next key is published this long before it signs (1h) */
+        uint64_t clock_skew;      /* how far relying parties' clocks may lag (5m) */
+        uint64_t retention;       /* a retired key stays published: at least the longest
+                                   * max_ttl plus clock_skew, which is also the default */
+        unsigned rsa_bits;        /* RS256 key size (2048) */
+} KeysConfig;
+
 typedef struct Config {
         char *path;
         char *issuer;
@@ -57,6 +66,9 @@ typedef struct Config {
         char *audit_database;
         uint64_t default_ttl, max_ttl;
         Limits limits;
+        KeysConfig keys;
+        char *master_key_file;   /* NULL: only the systemd credential master.key */
+        char *publish_directory; /* NULL: JWKS and discovery are not written to files */
         Rule *rules;
         size_t n_rules;
 } Config;
@@ -73,6 +85,9 @@ static inline void config_freep(Config **c)
         if (*c)
                 config_free(*c);
 }
+
+/* The longest token lifetime any rule allows. */
+uint64_t config_longest_ttl(const Config *c);
 
 /* Settings that cannot change without a restart (sockets, directories, databases). Returns
  * the first such JSON path that differs, or NULL. */

@@ -1,6 +1,11 @@
-/* The key store: every signing key the daemon has made, its state and times, persisted in
- * STATE_DIRECTORY/keys.db. States: active (signs), retired (no longer signs, still published
- * until every token it signed has expired), revoked (withdrawn at once, never used again).
+/* The key store: every signing key the daemon has made, per algorithm series, persisted in
+ * STATE_DIRECTORY/keys.db with the private half sealed under the master key.
+ *
+ * Life of a key: next (published, not yet signing) -> active (signs) -> retired (no longer
+ * signs, still published until every token it signed has expired) -> removed. A revoked key
+ * leaves the JWKS at once and never signs again. The schedule is a function of the stored
+ * times and the time passed in, never of how long the process has run: a restart never
+ * creates or rotates a key early and never loses one, and a clock jump is just a new `now`.
  * Runs on the main thread only. */
 #pragma once
 
@@ -9,6 +14,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "seal.h"
 #include "signer.h"
 
 typedef enum KeyState {
@@ -22,30 +28,62 @@ typedef enum KeyState {
 
 const char *key_state_to_string(KeyState s);
 
+typedef struct KeyPolicy {
+        uint64_t rotation_period; /* an active key signs this long */
+        uint64_t publish_ahead;   /* a next key is published this long before it signs */
+        uint64_t retention;       /* a retired key stays published this long */
+        unsigned rsa_bits;
+        bool algs[_ALG_MAX]; /* series the configuration needs */
+} KeyPolicy;
+
+/* What a call changed, for the audit log and the published JWKS. */
+typedef struct KeyEvent {
+        const char *event; /* key_created, key_rotated, key_removed, key_revoked */
+        Alg alg;
+        char kid[KID_LEN + 1];
+        char other_kid[KID_LEN + 1]; /* retired (key_rotated) or replacement (key_revoked) */
+        const char *state;           /* key_created: "next" or "active" */
+} KeyEvent;
+
+#define KEY_EVENTS_MAX 32
+
+typedef struct KeyEvents {
+        KeyEvent e[KEY_EVENTS_MAX];
+        size_t n;
+} KeyEvents;
+
 typedef struct KeyStore KeyStore;
 
-/* Opens (creating if needed) STATE_DIR/keys.db; the directory must already be safe. */
-int keystore_open(const char *state_dir, KeyStore **ret);
+/* Opens (creating if needed) STATE_DIR/keys.db. A master key other than the one that sealed
+ * the store is refused (-EKEYREJECTED, logged): brokerd never re-keys on its own. */
+int keystore_open(const char *state_dir, const MasterKey *master, KeyStore **ret);
 void keystore_close(KeyStore *ks);
 
-/* Makes sure `alg` has an active key, creating one if not. *ret_created_kid (may be NULL)
- * receives the new kid when one was made (caller frees). */
-int keystore_ensure_active(KeyStore *ks, Alg alg, int64_t now, char **ret_created_kid);
+/* Applies every transition due at `now` and appends what changed to `ev`: creates the first active
+ * key of a series the policy needs, the next key publish_ahead before rotation, rotates once the
+ * next key has been published long enough, removes retired keys whose retention is over.
+ * Idempotent. */
+int keystore_advance(KeyStore *ks, const KeyPolicy *p, int64_t now, KeyEvents *ev);
 
-/* The key currently signing for `alg`, or NULL. Borrowed: take a ref to keep it. */
+/* When keystore_advance() next has something to do (wall-clock seconds), INT64_MAX if never. */
+int64_t keystore_next_deadline(KeyStore *ks, const KeyPolicy *p);
+
+/* Starts a new active key of `alg` now (the next key if there is one), retiring the old one
+ * normally. */
+int keystore_rotate(KeyStore *ks, const KeyPolicy *p, Alg alg, int64_t now, KeyEvents *ev);
+
+/* Withdraws `kid` at once and forever; an active key is replaced at once. -ENOENT unknown,
+ * -EALREADY revoked or removed already. */
+int keystore_revoke(KeyStore *ks, const KeyPolicy *p, const char *kid, int64_t now, KeyEvents *ev);
+
+/* The key signing for `alg` now, or NULL. Borrowed: take a ref to keep it. */
 SigningKey *keystore_active(KeyStore *ks, Alg alg);
 
-/* Retires the active key of `alg` (published until now + retention) and activates a new one.
- * *ret_kid gets the new active kid, *ret_retired_kid the old one (or NULL). */
-int keystore_rotate(KeyStore *ks, Alg alg, int64_t now, uint64_t retention, char **ret_kid,
-                    char **ret_retired_kid);
-
-/* Withdraws `kid` from the JWKS at once and forever. If it was active, a new key takes its
- * place (*ret_replacement_kid). -ENOENT for an unknown kid, -EALREADY if already revoked. */
-int keystore_revoke(KeyStore *ks, const char *kid, int64_t now, char **ret_replacement_kid);
-
-/* {"keys":[...]} of every key a relying party should accept at `now`. */
+/* {"keys":[...]}: next, active and not yet expired retired keys. */
 json_t *keystore_jwks(KeyStore *ks, int64_t now);
+
+/* The algorithms that have a key in the JWKS. */
+void keystore_published_algs(KeyStore *ks, int64_t now, bool ret[_ALG_MAX]);
 
 /* [{kid, alg, state, created_at, activated_at, retired_at, expires_at}] for the admin. */
 json_t *keystore_list(KeyStore *ks);

@@ -10,15 +10,29 @@
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
+#include "seal.h"
 #include "server.h"
+#include "version.h"
+
+#ifdef BROKERD_SANITIZER_BUILD
+#define BUILD_FLAVOR " (sanitizer build: stays dumpable for LeakSanitizer)"
+#else
+#define BUILD_FLAVOR ""
+#endif
 
 static void usage(FILE *f)
 {
         fputs("Usage: brokerd --config PATH [--check]\n"
+              "       brokerd --generate-master-key PATH\n"
               "\n"
-              "  -c, --config PATH   configuration file (JSON)\n"
-              "      --check         validate the configuration and exit (0 valid, 1 not)\n"
-              "  -h, --help          show this help\n",
+              "  -c, --config PATH              configuration file (JSON)\n"
+              "      --check                    validate the configuration and exit (0 valid, 1 "
+              "not)\n"
+              "      --generate-master-key PATH create a new master key (mode 0600; never\n"
+              "                                 overwrites); load it with the systemd credential\n"
+              "                                 master.key or master_key_file\n"
+              "      --version                  show the version and build\n"
+              "  -h, --help                     show this help\n",
               f);
 }
 
@@ -57,11 +71,13 @@ int main(int argc, char **argv)
         static const struct option opts[] = {
             {"config", required_argument, NULL, 'c'},
             {"check", no_argument, NULL, 'k'},
+            {"generate-master-key", required_argument, NULL, 'g'},
+            {"version", no_argument, NULL, 'v'},
             {"help", no_argument, NULL, 'h'},
             {},
         };
         _cleanup_strv_free_ char **errors = NULL;
-        const char *config_path = NULL;
+        const char *config_path = NULL, *new_master_key = NULL;
         bool check = false;
         Config *config = NULL;
         Server *server = NULL;
@@ -76,6 +92,12 @@ int main(int argc, char **argv)
                 case 'k':
                         check = true;
                         break;
+                case 'g':
+                        new_master_key = optarg;
+                        break;
+                case 'v':
+                        printf("brokerd " BROKERD_VERSION "%s\n", BUILD_FLAVOR);
+                        return 0;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -83,6 +105,19 @@ int main(int argc, char **argv)
                         usage(stderr);
                         return 1;
                 }
+        if (new_master_key) {
+                if (config_path || check || optind < argc || sodium_init() < 0) {
+                        usage(stderr);
+                        return 1;
+                }
+                umask(0077);
+                if (master_key_generate(new_master_key) < 0)
+                        return 1;
+                printf("%s: new master key written (back it up with the broker's state: "
+                       "without it the keys cannot be unsealed)\n",
+                       new_master_key);
+                return 0;
+        }
         if (!config_path || optind < argc) {
                 usage(stderr);
                 return 1;

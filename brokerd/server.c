@@ -9,26 +9,15 @@
 #include <systemd/sd-daemon.h>
 
 #include "conn.h"
+#include "keyschedule.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
 #include "pathsafe.h"
 #include "timeutil.h"
 
-/* Relying parties' clocks may run behind ours; a retired key stays published this much longer
- * than the longest token lifetime. */
-#define CLOCK_SKEW_SEC 300u
 /* File descriptors beyond the connection limit: listeners, databases, pidfds, the reserve. */
 #define FD_HEADROOM 64u
-
-uint64_t server_key_retention(const Server *s)
-{
-        uint64_t m = s->config->max_ttl;
-
-        for (size_t i = 0; i < s->config->n_rules; i++)
-                m = MAX(m, s->config->rules[i].max_ttl);
-        return m + CLOCK_SKEW_SEC;
-}
 
 void server_audit_event(Server *s, const char *event, json_t *fields)
 {
@@ -97,6 +86,12 @@ static int make_state_dirs(const Config *c)
         r = path_make_dir(dirname(db_dir), 0700, false, false, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Unsafe directory for audit.database: %s", err);
+        /* Checked here, before any key is made: relying parties trust what lies there. */
+        if (c->publish_directory) {
+                r = path_make_dir(c->publish_directory, 0755, false, false, err, sizeof(err));
+                if (r < 0)
+                        return log_error_errno(r, "Unsafe publish_directory: %s", err);
+        }
         return 0;
 }
 
@@ -123,7 +118,6 @@ static int open_listeners(Server *s)
 
 int server_new(Config *config, Server **ret)
 {
-        _cleanup_free_ char *created = NULL;
         sigset_t mask;
         Server *s;
         int r;
@@ -160,10 +154,13 @@ int server_new(Config *config, Server **ret)
         r = make_state_dirs(config);
         if (r < 0)
                 goto fail;
-        r = keystore_open(config->state_directory, &s->keys);
+        r = master_key_load(config->master_key_file, &s->master);
         if (r < 0)
                 goto fail;
-        r = keystore_ensure_active(s->keys, ALG_EDDSA, now_unix_sec(), &created);
+        r = signer_init();
+        if (r < 0)
+                goto fail;
+        r = keystore_open(config->state_directory, s->master, &s->keys);
         if (r < 0)
                 goto fail;
         r = audit_open(config->audit_database, s->event, &s->audit);
@@ -177,11 +174,10 @@ int server_new(Config *config, Server **ret)
                 goto fail;
 
         server_audit_event(s, "started", json_pack("{s:i}", "pid", (int) getpid()));
-        if (created) {
-                log_notice("Created EdDSA signing key %s", created);
-                server_audit_event(s, "key_created",
-                                   json_pack("{s:s, s:s}", "alg", "EdDSA", "kid", created));
-        }
+        /* After the audit store: the keys made or rotated now are recorded too. */
+        r = key_schedule_start(s);
+        if (r < 0)
+                goto fail;
         *ret = s;
         return 0;
 fail:
@@ -251,6 +247,8 @@ int server_reload(Server *s, char **ret_errors)
         server_audit_event(s, "config_reloaded",
                            json_pack("{s:s, s:I}", "config", s->config->path, "rules",
                                      (json_int_t) s->config->n_rules));
+        /* Rules may now ask for another algorithm, or none for one they used to. */
+        (void) key_schedule_run(s);
         (void) sd_notify(false, "READY=1");
         return 0;
 }
@@ -260,10 +258,12 @@ void server_free(Server *s)
         if (!s)
                 return;
         conn_close_all(s);
+        key_schedule_stop(s);
         listener_close(&s->workload);
         listener_close(&s->admin);
         audit_close(s->audit);
         keystore_close(s->keys);
+        master_key_free(s->master);
         ratelimit_free(s->rate);
         uid_counter_done(&s->uids);
         if (s->reserve_fd >= 0)

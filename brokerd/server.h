@@ -10,13 +10,16 @@
 #include "keys.h"
 #include "listener.h"
 #include "ratelimit.h"
+#include "seal.h"
 
 typedef struct Conn Conn;
 
 typedef struct Server {
         sd_event *event;
         Config *config;
+        MasterKey *master;
         KeyStore *keys;
+        sd_event_source *key_timer, *key_tick;
         AuditStore *audit;
         RateLimiter *rate;
 
@@ -42,9 +45,6 @@ void server_free(Server *s);
 /* Re-reads the configuration file. On any problem the running configuration stays; the
  * problems are returned one per line in *ret_errors. */
 int server_reload(Server *s, char **ret_errors);
-
-/* Retention of a retired key: long enough for every token it signed to expire. */
-uint64_t server_key_retention(const Server *s);
 
 /* Queues a lifecycle event with optional extra fields (reference taken over). */
 void server_audit_event(Server *s, const char *event, json_t *fields);

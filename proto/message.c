@@ -48,6 +48,7 @@ static const struct {
 /* Fields each op takes besides "op" and "id". */
 static const char *const token_fields[] = {"audience", "scopes", "ttl", NULL};
 static const char *const revoke_fields[] = {"kid", NULL};
+static const char *const rotate_fields[] = {"alg", NULL};
 static const char *const no_fields[] = {NULL};
 
 const char *op_to_string(Op op)
@@ -72,6 +73,8 @@ static const char *const *op_fields(Op op)
                 return token_fields;
         case OP_REVOKE:
                 return revoke_fields;
+        case OP_ROTATE:
+                return rotate_fields;
         default:
                 return no_fields;
         }
@@ -249,6 +252,24 @@ static int parse_token_fields(json_t *root, Request *req, char *err, size_t errl
         return 0;
 }
 
+/* Optional: without it, every algorithm's series rotates. */
+static int parse_rotate_fields(json_t *root, Request *req, char *err, size_t errlen)
+{
+        static const char *const algs[] = {"EdDSA", "ES256", "RS256"};
+        json_t *v = json_object_get(root, "alg");
+        int r;
+
+        if (!v)
+                return 0;
+        r = check_string(v, "alg", 16, &req->alg, err, errlen);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(algs); i++)
+                if (streq(req->alg, algs[i]))
+                        return 0;
+        return reject(err, errlen, "alg: must be \"EdDSA\", \"ES256\" or \"RS256\"");
+}
+
 static int parse_revoke_fields(json_t *root, Request *req, char *err, size_t errlen)
 {
         int r;
@@ -300,6 +321,9 @@ static int parse_request_object(json_t *root, unsigned opset, Request *req, char
                 break;
         case OP_REVOKE:
                 r = parse_revoke_fields(root, req, err, errlen);
+                break;
+        case OP_ROTATE:
+                r = parse_rotate_fields(root, req, err, errlen);
                 break;
         default:
                 r = 0;

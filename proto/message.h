@@ -53,6 +53,9 @@ typedef struct Request {
 
         /* OP_REVOKE */
         const char *kid;
+
+        /* OP_ROTATE: NULL for every algorithm */
+        const char *alg;
 } Request;
 
 const char *op_to_string(Op op);

@@ -12,10 +12,14 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+step "A master key: every private key is stored sealed under it"
+"$BUILD/brokerd" --generate-master-key "$dir/master.key"
+
 step "Configuration (embedded): one rule for uid $(id -u)"
 cat >"$dir/brokerd.json" <<EOF
 {
   "issuer": "https://broker.demo.internal",
+  "master_key_file": "$dir/master.key",
   "listen": { "workload": "$dir/run/workload/broker.sock", "admin": "$dir/run/admin.sock" },
   "state_directory": "$dir/state",
   "audit": { "database": "$dir/state/audit.db" },

@@ -118,7 +118,7 @@ static int run_ceiling(Alg alg, double seconds)
         size_t n = 0;
         double start, end;
 
-        if (signing_key_generate(alg, &k) < 0) {
+        if (signer_init() < 0 || signing_key_generate(alg, 2048, &k) < 0) {
                 fprintf(stderr, "bench: cannot make a %s key\n", alg_to_string(alg));
                 return 1;
         }

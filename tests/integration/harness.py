@@ -171,8 +171,13 @@ class Broker:
         self.log_path = os.path.join(self.tmp, "brokerd.log")
         self.prefix = prefix or []
         self.proc = None
+        self.master_key = os.path.join(self.tmp, "master.key")
+        if not os.path.exists(self.master_key):
+            subprocess.run([brokerd_path(), "--generate-master-key", self.master_key],
+                           check=True, capture_output=True, env=sanitizer_env())
         self.config = {
             "issuer": ISSUER,
+            "master_key_file": self.master_key,
             "listen": {"workload": self.workload, "admin": self.admin},
             "state_directory": self.state,
             "audit": {"database": self.db},
@@ -191,19 +196,25 @@ class Broker:
         with open(self.config_path, "w") as f:
             json.dump(config if config is not None else self.config, f, indent=2)
 
-    def start(self, expect_ready=True, timeout=10.0):
-        """Starts brokerd and waits for READY=1 on a real NOTIFY_SOCKET."""
+    def start(self, expect_ready=True, timeout=10.0, env=None):
+        """Starts brokerd and waits for READY=1 on a real NOTIFY_SOCKET. `env` adds variables
+        to brokerd's environment (a None value removes one)."""
         notify_path = os.path.join(self.tmp, "notify.sock")
         if os.path.exists(notify_path):
             os.unlink(notify_path)
         ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         ns.bind(notify_path)
-        env = sanitizer_env()
-        env["NOTIFY_SOCKET"] = notify_path
+        daemon_env = sanitizer_env()
+        for k, v in (env or {}).items():
+            if v is None:
+                daemon_env.pop(k, None)
+            else:
+                daemon_env[k] = v
+        daemon_env["NOTIFY_SOCKET"] = notify_path
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.prefix + [brokerd_path(), "--config", self.config_path],
-            stdout=self.log, stderr=self.log, env=env)
+            stdout=self.log, stderr=self.log, env=daemon_env)
         ns.settimeout(0.1)
         deadline = time.time() + timeout
         ready = False

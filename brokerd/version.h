@@ -1,0 +1,3 @@
+#pragma once
+
+#define BROKERD_VERSION "0.2.0"
