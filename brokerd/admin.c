@@ -24,9 +24,11 @@ static void reply_json(Conn *c, const Request *req, json_t *fields)
 static void handle_status(Conn *c, const Request *req)
 {
         Server *s = c->server;
+        const SigningKey *ak = audit_signing_key(s->audit);
 
         reply_json(c, req,
-                   json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:s, s:I}}",
+                   json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+                             " s:{s:s, s:I, s:s, s:O}}",
                              "version", BROKERD_VERSION, "pid", (int) getpid(), "started_at",
                              (json_int_t) s->started_at, "connections", (json_int_t) s->n_conns,
                              "admin_connections", (json_int_t) s->n_admin_conns, "grants",
@@ -34,7 +36,8 @@ static void handle_status(Conn *c, const Request *req)
                              "rate_limited", (json_int_t) s->rate_limited, "refused_connections",
                              (json_int_t) s->refused_connections, "audit", "state",
                              audit_healthy(s->audit) ? "ok" : "failing", "last_seq",
-                             (json_int_t) audit_last_seq(s->audit)));
+                             (json_int_t) audit_last_seq(s->audit), "key_id", ak->kid, "public_key",
+                             json_object_get(ak->jwk, "x")));
 }
 
 static void handle_reload(Conn *c, const Request *req)

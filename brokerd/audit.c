@@ -5,15 +5,23 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
 #include "timeutil.h"
 
+/* Records taken into one transaction at most: bounds a transaction's size and time. */
+#define BATCH_MAX 1024
+/* How often the checkpointer copies the WAL into the database. */
+#define WAL_CHECKPOINT_EVERY_MS 100
+/* Past this many WAL frames a checkpoint may briefly hold writers back so the WAL restarts
+ * from the beginning instead of growing without end under constant load. */
+#define WAL_FRAMES_RESTART 65536
+
 typedef struct AuditItem {
-        json_t *record;
-        int64_t time_ms;
+        AuditEntry entry; /* prepared by the submitting thread */
         audit_done_t done;
         void *userdata;
         int result;
@@ -25,35 +33,30 @@ typedef struct ItemList {
 } ItemList;
 
 struct AuditStore {
-        sqlite3 *db;
         char *path;
-        sqlite3_stmt *insert;
+        AuditLogOptions opt;
+        SigningKey *key;
 
-        pthread_t thread;
-        bool thread_started;
         pthread_mutex_t lock;
         pthread_cond_t wake;
         ItemList pending; /* queued, not yet taken by the writer */
         ItemList done;    /* finished, callbacks not yet run */
-        size_t in_flight; /* submitted and not yet called back */
         bool stop;
+        bool threads_started;
+        pthread_t writer, checkpointer;
 
         int efd;
         sd_event_source *efd_source;
 
-        uint64_t last_seq; /* writer thread only */
-        atomic_bool healthy;
-        atomic_uint_least64_t last_seq_committed;
-};
+        /* writer thread only */
+        AuditLog *log;       /* NULL after a failure, until reopened */
+        AuditLogMark mark;   /* the file and the chain we wrote */
+        bool refusal_logged; /* why the log cannot be reopened, said once */
+        int64_t next_prune_ms;
 
-static const char schema[] = "PRAGMA journal_mode=WAL;"
-                             "PRAGMA synchronous=FULL;"
-                             "CREATE TABLE IF NOT EXISTS records ("
-                             " seq INTEGER PRIMARY KEY,"
-                             " time_ms INTEGER NOT NULL,"
-                             " event TEXT NOT NULL,"
-                             " body TEXT NOT NULL);"
-                             "CREATE INDEX IF NOT EXISTS records_time ON records(time_ms);";
+        atomic_bool healthy;
+        atomic_uint_least64_t last_seq;
+};
 
 static void list_append(ItemList *l, AuditItem *i)
 {
@@ -77,92 +80,110 @@ static void list_concat(ItemList *l, ItemList *other)
         *other = (ItemList){};
 }
 
-static int db_exec(sqlite3 *db, const char *path, const char *sql)
+static int64_t prune_period_ms(const AuditStore *a)
 {
-        char *msg = NULL;
-        int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-
-        if (rc != SQLITE_OK) {
-                log_error("%s: %s", path, msg ? msg : sqlite3_errmsg(db));
-                sqlite3_free(msg);
-                return rc == SQLITE_FULL ? -ENOSPC : -EIO;
-        }
-        return 0;
+        /* A quarter of the retention, between a second and ten minutes. */
+        return MIN(MAX(a->opt.retention_ms / 4, 1000), 600000);
 }
 
-static int sqlite_to_errno(int rc)
+/* After a failure the log is closed and reopened for the next batch: that is how a database
+ * that was read-only or full recovers by itself. Only the file we wrote is reopened, and only
+ * while it holds the chain we wrote: a database deleted, or replaced by another (even a valid
+ * log, even a copy of ours), is refused until it is restored or brokerd restarts. */
+static int writer_ensure_log(AuditStore *a)
 {
-        switch (rc & 0xff) {
-        case SQLITE_FULL:
-                return -ENOSPC;
-        case SQLITE_READONLY:
-                return -EROFS;
-        case SQLITE_NOMEM:
-                return -ENOMEM;
-        case SQLITE_BUSY:
-        case SQLITE_LOCKED:
-                return -EBUSY;
-        default:
-                return -EIO;
+        int r;
+
+        if (a->log && auditlog_file_replaced(a->log)) {
+                log_error("%s: the audit database was deleted or replaced while in use; "
+                          "refusing requests until it is restored or brokerd restarts",
+                          a->path);
+                a->refusal_logged = true;
+                auditlog_close(a->log);
+                a->log = NULL;
+                return -ENOENT;
         }
+        if (a->log)
+                return 0;
+        r = auditlog_reopen(a->path, &a->opt, a->key, &a->mark, &a->log);
+        if (r == -ESTALE && !a->refusal_logged) {
+                log_error("%s: the audit database is not the log this broker wrote (another file, "
+                          "or it no longer holds seq %llu); refusing requests until it is "
+                          "restored or brokerd restarts",
+                          a->path, (unsigned long long) a->mark.seq);
+                a->refusal_logged = true;
+        }
+        return r;
 }
 
-/* Commits one batch in one transaction. On failure nothing of the batch is kept. */
-static int write_batch(AuditStore *a, AuditItem *batch)
+static void writer_note(AuditStore *a, int r)
 {
-        uint64_t seq = a->last_seq;
-        int rc, r;
+        bool was = atomic_exchange(&a->healthy, r >= 0);
 
-        r = db_exec(a->db, a->path, "BEGIN IMMEDIATE");
-        if (r < 0)
-                return r;
-
-        for (AuditItem *i = batch; i; i = i->next) {
-                _cleanup_free_ char *body = NULL;
-
-                seq++;
-                if (json_object_set_new(i->record, "seq", json_integer((json_int_t) seq)) < 0) {
-                        r = -ENOMEM;
-                        break;
-                }
-                /* Sorted keys and no whitespace: the same record always has the same bytes. */
-                body = json_dumps(i->record, JSON_COMPACT | JSON_SORT_KEYS);
-                if (!body) {
-                        r = -ENOMEM;
-                        break;
-                }
-                sqlite3_bind_int64(a->insert, 1, (sqlite3_int64) seq);
-                sqlite3_bind_int64(a->insert, 2, i->time_ms);
-                sqlite3_bind_text(a->insert, 3,
-                                  json_string_value(json_object_get(i->record, "event")), -1,
-                                  SQLITE_STATIC);
-                sqlite3_bind_text(a->insert, 4, body, -1, SQLITE_STATIC);
-                rc = sqlite3_step(a->insert);
-                sqlite3_reset(a->insert);
-                sqlite3_clear_bindings(a->insert);
-                if (rc != SQLITE_DONE) {
-                        log_error("%s: cannot write audit record: %s", a->path,
-                                  sqlite3_errmsg(a->db));
-                        r = sqlite_to_errno(rc);
-                        break;
-                }
-        }
         if (r >= 0) {
-                rc = sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL);
-                if (rc != SQLITE_OK) {
-                        log_error("%s: cannot commit audit records: %s", a->path,
-                                  sqlite3_errmsg(a->db));
-                        r = sqlite_to_errno(rc);
-                }
+                auditlog_mark(a->log, &a->mark);
+                a->refusal_logged = false;
+                atomic_store(&a->last_seq, a->mark.seq);
+                if (!was)
+                        log_notice("%s: audit writes succeed again", a->path);
+        } else if (a->log) {
+                auditlog_close(a->log);
+                a->log = NULL;
         }
-        if (r < 0) {
-                /* A failed COMMIT may leave the transaction open; end it either way. */
-                if (!sqlite3_get_autocommit(a->db))
-                        (void) sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
-                return r;
+}
+
+/* Commits one batch (and a closing checkpoint when `final`). */
+static int writer_commit(AuditStore *a, AuditItem *batch, bool final)
+{
+        AuditEntry entries[BATCH_MAX];
+        size_t n = 0;
+        int r;
+
+        for (AuditItem *i = batch; i; i = i->next)
+                entries[n++] = i->entry;
+        r = writer_ensure_log(a);
+        if (r >= 0)
+                r = auditlog_append(a->log, entries, n, final, now_unix_ms());
+        writer_note(a, r);
+        return r;
+}
+
+/* Takes at most BATCH_MAX pending items. Called with the lock held. */
+static ItemList take_batch(AuditStore *a)
+{
+        ItemList b = {.head = a->pending.head};
+        AuditItem *i = a->pending.head;
+
+        for (size_t n = 1; i && i->next && n < BATCH_MAX; n++)
+                i = i->next;
+        if (!i)
+                return b;
+        b.tail = i;
+        a->pending.head = i->next;
+        if (!a->pending.head)
+                a->pending.tail = NULL;
+        i->next = NULL;
+        return b;
+}
+
+static int64_t writer_deadline(AuditStore *a)
+{
+        int64_t d = a->log ? auditlog_checkpoint_deadline(a->log) : INT64_MAX;
+
+        if (a->opt.retention_ms > 0 && a->log)
+                d = MIN(d, a->next_prune_ms);
+        return d;
+}
+
+static void wait_until(AuditStore *a, int64_t deadline_ms)
+{
+        if (deadline_ms == INT64_MAX) {
+                pthread_cond_wait(&a->wake, &a->lock);
+                return;
         }
-        a->last_seq = seq;
-        return 0;
+        struct timespec ts = {.tv_sec = deadline_ms / 1000,
+                              .tv_nsec = (long) (deadline_ms % 1000) * 1000000L};
+        (void) pthread_cond_timedwait(&a->wake, &a->lock, &ts);
 }
 
 static void *writer_main(void *userdata)
@@ -170,33 +191,83 @@ static void *writer_main(void *userdata)
         AuditStore *a = userdata;
 
         for (;;) {
+                int64_t deadline = writer_deadline(a);
                 ItemList batch;
+                bool stopping;
 
                 pthread_mutex_lock(&a->lock);
-                while (!a->pending.head && !a->stop)
-                        pthread_cond_wait(&a->wake, &a->lock);
-                if (!a->pending.head && a->stop) {
-                        pthread_mutex_unlock(&a->lock);
-                        break;
+                if (!a->pending.head && !a->stop && now_unix_ms() < deadline)
+                        wait_until(a, deadline);
+                batch = take_batch(a);
+                stopping = a->stop && !a->pending.head;
+                pthread_mutex_unlock(&a->lock);
+
+                if (batch.head || stopping) {
+                        int r = writer_commit(a, batch.head, stopping);
+                        for (AuditItem *i = batch.head; i; i = i->next)
+                                i->result = r;
+                        if (batch.head) {
+                                pthread_mutex_lock(&a->lock);
+                                list_concat(&a->done, &batch);
+                                pthread_mutex_unlock(&a->lock);
+                                (void) eventfd_write(a->efd, 1);
+                        }
+                        if (stopping)
+                                break;
+                        continue;
                 }
-                batch = a->pending;
-                a->pending = (ItemList){};
-                pthread_mutex_unlock(&a->lock);
 
-                int r = write_batch(a, batch.head);
-                bool was_healthy = atomic_exchange(&a->healthy, r >= 0);
-                if (r >= 0 && !was_healthy)
-                        log_notice("%s: audit writes succeed again", a->path);
-                if (r >= 0)
-                        atomic_store(&a->last_seq_committed, a->last_seq);
-                for (AuditItem *i = batch.head; i; i = i->next)
-                        i->result = r;
+                /* Idle: a checkpoint that is due, or pruning. A failed log is retried by the
+                 * next batch, not here. */
+                int64_t now = now_unix_ms();
+                if (a->log && now >= auditlog_checkpoint_deadline(a->log))
+                        (void) writer_commit(a, NULL, false);
+                if (a->log && a->opt.retention_ms > 0 && now >= a->next_prune_ms) {
+                        bool more = false;
+                        int r = auditlog_prune(a->log, now, &more);
+                        writer_note(a, r);
+                        a->next_prune_ms = more && r >= 0 ? now : now + prune_period_ms(a);
+                }
+        }
+        return NULL;
+}
+
+/* Copies the WAL into the database from its own connection, so no commit waits for it. */
+static void *checkpointer_main(void *userdata)
+{
+        AuditStore *a = userdata;
+        sqlite3 *db = NULL;
+
+        for (;;) {
+                int nlog = 0, nckpt = 0;
+                bool stop;
 
                 pthread_mutex_lock(&a->lock);
-                list_concat(&a->done, &batch);
+                stop = a->stop;
                 pthread_mutex_unlock(&a->lock);
-                (void) eventfd_write(a->efd, 1);
+                if (stop)
+                        break;
+                nanosleep(&(struct timespec){.tv_nsec = WAL_CHECKPOINT_EVERY_MS * 1000000L}, NULL);
+                if (!db &&
+                    sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+                        sqlite3_close(db);
+                        db = NULL;
+                        continue;
+                }
+                if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt) !=
+                    SQLITE_OK) {
+                        sqlite3_close(db); /* reopened next round (file replaced, I/O error) */
+                        db = NULL;
+                        continue;
+                }
+                if (nlog > WAL_FRAMES_RESTART) {
+                        sqlite3_busy_timeout(db, 1000);
+                        (void) sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, NULL,
+                                                         NULL);
+                        sqlite3_busy_timeout(db, 0);
+                }
         }
+        sqlite3_close(db);
         return NULL;
 }
 
@@ -212,10 +283,9 @@ static void run_completions(AuditStore *a)
 
         for (AuditItem *i = done.head, *next; i; i = next) {
                 next = i->next;
-                a->in_flight--;
                 if (i->done)
                         i->done(i->result, i->userdata);
-                json_decref(i->record);
+                audit_entry_done(&i->entry);
                 free(i);
         }
 }
@@ -229,25 +299,8 @@ static int on_completion(sd_event_source *s, int fd, uint32_t revents, void *use
         return 0;
 }
 
-static int read_last_seq(AuditStore *a)
-{
-        sqlite3_stmt *st = NULL;
-        int rc;
-
-        if (sqlite3_prepare_v2(a->db, "SELECT COALESCE(MAX(seq), 0) FROM records", -1, &st, NULL) !=
-            SQLITE_OK)
-                return log_error_errno(EIO, "%s: %s", a->path, sqlite3_errmsg(a->db));
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-                a->last_seq = (uint64_t) sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_ROW)
-                return log_error_errno(EIO, "%s: %s", a->path, sqlite3_errmsg(a->db));
-        atomic_store(&a->last_seq_committed, a->last_seq);
-        return 0;
-}
-
-int audit_open(const char *path, sd_event *event, AuditStore **ret)
+int audit_open(const char *path, const AuditLogOptions *opt, SigningKey *key, sd_event *event,
+               AuditStore **ret)
 {
         AuditStore *a;
         int r;
@@ -259,32 +312,19 @@ int audit_open(const char *path, sd_event *event, AuditStore **ret)
         pthread_mutex_init(&a->lock, NULL);
         pthread_cond_init(&a->wake, NULL);
         atomic_init(&a->healthy, true);
+        a->opt = *opt;
+        a->key = signing_key_ref(key);
         a->path = strdup(path);
         if (!a->path) {
                 r = -ENOMEM;
                 goto fail;
         }
-
-        if (sqlite3_open_v2(path, &a->db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                            NULL) != SQLITE_OK) {
-                r = log_error_errno(EIO, "Cannot open audit database %s: %s", path,
-                                    a->db ? sqlite3_errmsg(a->db) : "out of memory");
-                goto fail;
-        }
-        sqlite3_busy_timeout(a->db, 5000);
-        r = db_exec(a->db, path, schema);
+        r = auditlog_open(path, true, opt, key, &a->log);
         if (r < 0)
                 goto fail;
-        r = read_last_seq(a);
-        if (r < 0)
-                goto fail;
-        if (sqlite3_prepare_v3(a->db,
-                               "INSERT INTO records (seq, time_ms, event, body) VALUES (?,?,?,?)",
-                               -1, SQLITE_PREPARE_PERSISTENT, &a->insert, NULL) != SQLITE_OK) {
-                r = log_error_errno(EIO, "%s: %s", path, sqlite3_errmsg(a->db));
-                goto fail;
-        }
+        auditlog_mark(a->log, &a->mark);
+        atomic_store(&a->last_seq, a->mark.seq);
+        a->next_prune_ms = now_unix_ms();
 
         a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (a->efd < 0) {
@@ -296,12 +336,22 @@ int audit_open(const char *path, sd_event *event, AuditStore **ret)
                 goto fail;
         (void) sd_event_source_set_description(a->efd_source, "audit-completions");
 
-        r = -pthread_create(&a->thread, NULL, writer_main, a);
+        r = -pthread_create(&a->writer, NULL, writer_main, a);
+        if (r >= 0) {
+                r = -pthread_create(&a->checkpointer, NULL, checkpointer_main, a);
+                if (r < 0) {
+                        pthread_mutex_lock(&a->lock);
+                        a->stop = true;
+                        pthread_cond_signal(&a->wake);
+                        pthread_mutex_unlock(&a->lock);
+                        pthread_join(a->writer, NULL);
+                }
+        }
         if (r < 0) {
-                log_error_errno(r, "Cannot start audit writer thread: %m");
+                log_error_errno(r, "Cannot start audit threads: %m");
                 goto fail;
         }
-        a->thread_started = true;
+        a->threads_started = true;
         *ret = a;
         return 0;
 fail:
@@ -311,35 +361,60 @@ fail:
 
 int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t done, void *userdata)
 {
+        _cleanup_(json_decrefp) json_t *rec = record;
         AuditItem *i = calloc(1, sizeof(AuditItem));
+        int r;
 
-        if (!i) {
-                json_decref(record);
+        if (!i)
                 return -ENOMEM;
+        /* The canonical form is made here, on the submitting thread, not in the commit. */
+        r = audit_entry_prepare(rec, time_ms, &i->entry);
+        if (r < 0) {
+                free(i);
+                return r;
         }
-        i->record = record;
-        i->time_ms = time_ms;
         i->done = done;
         i->userdata = userdata;
 
         pthread_mutex_lock(&a->lock);
+        if (a->stop) {
+                pthread_mutex_unlock(&a->lock);
+                audit_entry_done(&i->entry);
+                free(i);
+                return -ESHUTDOWN;
+        }
         list_append(&a->pending, i);
-        a->in_flight++;
         pthread_cond_signal(&a->wake);
         pthread_mutex_unlock(&a->lock);
         return 0;
 }
 
+void audit_complete(AuditStore *a, int result, audit_done_t done, void *userdata)
+{
+        AuditItem *i = calloc(1, sizeof(AuditItem));
+
+        if (!i) {
+                log_oom();
+                abort();
+        }
+        *i = (AuditItem){.result = result, .done = done, .userdata = userdata};
+        pthread_mutex_lock(&a->lock);
+        list_append(&a->done, i);
+        pthread_mutex_unlock(&a->lock);
+        (void) eventfd_write(a->efd, 1);
+}
+
 void audit_drain(AuditStore *a)
 {
-        if (!a || !a->thread_started)
+        if (!a || !a->threads_started)
                 return;
         pthread_mutex_lock(&a->lock);
         a->stop = true;
         pthread_cond_signal(&a->wake);
         pthread_mutex_unlock(&a->lock);
-        pthread_join(a->thread, NULL);
-        a->thread_started = false;
+        pthread_join(a->writer, NULL);
+        pthread_join(a->checkpointer, NULL);
+        a->threads_started = false;
         run_completions(a);
 }
 
@@ -351,8 +426,9 @@ void audit_close(AuditStore *a)
         sd_event_source_disable_unref(a->efd_source);
         if (a->efd >= 0)
                 close(a->efd);
-        sqlite3_finalize(a->insert);
-        sqlite3_close(a->db);
+        auditlog_close(a->log);
+        if (a->key)
+                signing_key_unref(a->key);
         pthread_mutex_destroy(&a->lock);
         pthread_cond_destroy(&a->wake);
         free(a->path);
@@ -364,9 +440,14 @@ bool audit_healthy(AuditStore *a)
         return atomic_load(&a->healthy);
 }
 
+const SigningKey *audit_signing_key(AuditStore *a)
+{
+        return a->key;
+}
+
 uint64_t audit_last_seq(AuditStore *a)
 {
-        return atomic_load(&a->last_seq_committed);
+        return atomic_load(&a->last_seq);
 }
 
 json_t *audit_record_new(const char *event, int64_t time_ms)

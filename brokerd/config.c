@@ -290,13 +290,25 @@ static void parse_audit(Problems *p, json_t *root, Config *c)
         bool ok;
         json_t *a = member(p, root, "", "audit", true);
 
+        c->audit_checkpoint_every = 1000;
+        c->audit_checkpoint_interval_ms = 60 * 1000;
         if (!a)
                 return;
         check_object(p, a, "audit", &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, a, "audit", (const char *const[]){"database", NULL});
+        check_unknown_keys(p, a, "audit",
+                           (const char *const[]){"database", "retention", "checkpoint_every",
+                                                 "checkpoint_interval", NULL});
         get_path(p, a, "audit", "database", PATH_MAX, &c->audit_database);
+
+        uint64_t v;
+        if (get_duration(p, a, "audit", "retention", 0, &v))
+                c->audit_retention_ms = (int64_t) v * 1000;
+        if (get_uint(p, a, "audit", "checkpoint_every", 1, 1000000, &v))
+                c->audit_checkpoint_every = v;
+        if (get_duration(p, a, "audit", "checkpoint_interval", 1, &v))
+                c->audit_checkpoint_interval_ms = (int64_t) v * 1000;
 }
 
 static void parse_tokens(Problems *p, json_t *root, Config *c)
@@ -789,6 +801,11 @@ const char *config_restart_only_change(const Config *old, const Config *new)
                 return "state_directory";
         if (!streq_ptr(old->audit_database, new->audit_database))
                 return "audit.database";
+        if (old->audit_retention_ms != new->audit_retention_ms)
+                return "audit.retention";
+        if (old->audit_checkpoint_every != new->audit_checkpoint_every ||
+            old->audit_checkpoint_interval_ms != new->audit_checkpoint_interval_ms)
+                return "audit.checkpoint_every/checkpoint_interval";
         if (!streq_ptr(old->master_key_file, new->master_key_file))
                 return "master_key_file";
         if (!streq_ptr(old->publish_directory, new->publish_directory))

@@ -64,6 +64,9 @@ typedef struct Config {
         char *admin_socket;
         char *state_directory;
         char *audit_database;
+        int64_t audit_retention_ms;           /* 0: keep everything */
+        uint64_t audit_checkpoint_every;      /* records (1000) */
+        int64_t audit_checkpoint_interval_ms; /* (60s) */
         uint64_t default_ttl, max_ttl;
         Limits limits;
         KeysConfig keys;

@@ -87,16 +87,18 @@ static uint64_t usec_from_sec(uint64_t sec)
         return sec > UINT64_MAX / USEC_PER_SEC ? UINT64_MAX : sec * USEC_PER_SEC;
 }
 
-/* One timer per connection, re-armed for whatever the connection is waiting for: the rest of
- * a started frame or its output to drain (read_timeout), the next request (idle_timeout), or
- * nothing while the daemon itself is working on its request. */
+/* One timer per connection, for whatever the connection is waiting for: the rest of a
+ * started frame or its output to drain (read_timeout), the next request (idle_timeout), or
+ * nothing while the daemon itself is working on its request. The deadline is kept in the
+ * connection and the timer moved only when the deadline gets earlier; a timer that fires
+ * before the deadline is re-armed. So an ordinary request costs no timer syscall. */
 static void conn_arm_timer(Conn *c)
 {
         const Limits *l = &c->server->config->limits;
         uint64_t now = now_mono_usec(), deadline;
 
         if (c->busy) {
-                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+                c->deadline = 0;
                 return;
         }
         if (c->out_len > c->out_off)
@@ -110,8 +112,12 @@ static void conn_arm_timer(Conn *c)
                 deadline = c->in_deadline;
         } else
                 deadline = now + usec_from_sec(l->idle_timeout);
-        (void) sd_event_source_set_time(c->timer, deadline);
-        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        c->deadline = deadline;
+        if (c->armed == 0 || deadline < c->armed) {
+                (void) sd_event_source_set_time(c->timer, deadline);
+                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+                c->armed = deadline;
+        }
 }
 
 static void conn_update_events(Conn *c)
@@ -120,9 +126,12 @@ static void conn_update_events(Conn *c)
 
         if (c->closed)
                 return;
+        /* Reading goes on while a request is in flight (its bytes wait in the buffer): switching
+         * EPOLLIN off and on around every request would cost two syscalls. Only a full buffer,
+         * from a client sending ahead, stops it. */
         if (c->out_len > c->out_off)
                 ev = EPOLLOUT;
-        else if (!c->busy && !c->closing)
+        else if (!c->closing && !c->read_eof && (!c->in || c->in_len < c->in_cap))
                 ev = EPOLLIN;
         (void) sd_event_source_set_io_events(c->io, ev);
         conn_arm_timer(c);
@@ -276,8 +285,8 @@ static void conn_process(Conn *c)
                  * bytes of it may have come in while we were not reading. */
                 c->in_deadline = 0;
         }
-        if (c->closing && !c->busy && c->out_len == 0) {
-                conn_close(c);
+        if ((c->closing || c->read_eof) && !c->busy && c->out_len == 0) {
+                conn_close(c); /* after a half-close, a partial frame left over is dropped */
                 return;
         }
         conn_update_events(c);
@@ -296,6 +305,8 @@ static void conn_on_readable(Conn *c)
         }
         if (c->in_len == c->in_cap) { /* whole frames are consumed before reading more */
                 conn_process(c);
+                if (!c->closed)
+                        conn_update_events(c); /* full while busy: stop reading for now */
                 return;
         }
         ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
@@ -305,8 +316,9 @@ static void conn_on_readable(Conn *c)
                 conn_close(c);
                 return;
         }
-        if (n == 0) { /* peer closed; a half-sent frame is simply dropped */
-                conn_close(c);
+        if (n == 0) { /* peer shut its sending side: requests already sent still get answers */
+                c->read_eof = true;
+                conn_process(c);
                 return;
         }
         c->in_len += n;
@@ -340,6 +352,15 @@ static int conn_on_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         Conn *c = userdata;
 
+        c->armed = 0;
+        if (c->deadline == 0) /* busy: nothing to time out */
+                return 0;
+        if (now_mono_usec() < c->deadline) { /* the deadline moved on since it was armed */
+                (void) sd_event_source_set_time(c->timer, c->deadline);
+                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+                c->armed = c->deadline;
+                return 0;
+        }
         conn_ref(c);
         if (c->in_len > 0 && c->out_len == 0 && !c->busy) {
                 reply_frame_error(c, "incomplete frame: read timeout; closing connection");

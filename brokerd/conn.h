@@ -28,14 +28,17 @@ struct Conn {
         sd_event_source *io, *timer;
         uint8_t *in;
         size_t in_len, in_cap;
+        uint64_t deadline;    /* monotonic usec this connection times out, 0 while busy */
+        uint64_t armed;       /* what the timer is set to, 0 when it is not */
         uint64_t in_deadline; /* monotonic usec by which the partial frame in `in` must be
                                * complete; 0 until we start waiting for its rest */
         char *out;
         size_t out_len, out_off;
 
-        bool busy;    /* a request is waiting for its audit commit */
-        bool closing; /* close once the pending output is written */
-        bool closed;  /* fd gone; the struct lives until the last reference drops */
+        bool busy;     /* a request is waiting for its audit commit */
+        bool closing;  /* close once the pending output is written */
+        bool read_eof; /* the peer will send no more: answer what it sent, then close */
+        bool closed;   /* fd gone; the struct lives until the last reference drops */
 
         Conn *prev, *next;
 };

@@ -66,6 +66,11 @@ static const char schema[] = "PRAGMA secure_delete=ON;"
                              " expires_at INTEGER NOT NULL DEFAULT 0,"
                              " public_jwk TEXT NOT NULL,"
                              " sealed_secret BLOB,"
+                             " row_mac BLOB NOT NULL);"
+                             "CREATE TABLE IF NOT EXISTS audit_keys ("
+                             " kid TEXT PRIMARY KEY,"
+                             " created_at INTEGER NOT NULL,"
+                             " sealed_secret BLOB NOT NULL,"
                              " row_mac BLOB NOT NULL);";
 
 static int db_error(KeyStore *ks, const char *what)
@@ -689,6 +694,103 @@ int keystore_revoke(KeyStore *ks, const KeyPolicy *p, const char *kid, int64_t n
         if (r >= 0)
                 add_event(ev, "key_revoked", alg, kid, repl ? repl->kid : NULL, NULL);
         return txn_end(ks, r, ev, ev_start);
+}
+
+static int audit_key_mac(KeyStore *ks, const char *kid, int64_t created_at,
+                         unsigned char out[MAC_BYTES])
+{
+        char data[32];
+        int n = snprintf(data, sizeof(data), "%lld", (long long) created_at);
+
+        master_mac(ks->master, "audit-key-row", kid, data, (size_t) n, out);
+        return 0;
+}
+
+static int audit_key_load(KeyStore *ks, SigningKey **ret)
+{
+        sqlite3_stmt *st = NULL;
+        unsigned char *priv = NULL, mac[MAC_BYTES];
+        size_t priv_len;
+        int r, rc;
+
+        if (sqlite3_prepare_v2(ks->db,
+                               "SELECT kid, created_at, sealed_secret, row_mac FROM audit_keys "
+                               "ORDER BY rowid DESC LIMIT 1",
+                               -1, &st, NULL) != SQLITE_OK)
+                return db_error(ks, "cannot read the audit key");
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_finalize(st);
+                return rc == SQLITE_DONE ? -ENOENT : db_error(ks, "cannot read the audit key");
+        }
+        const char *kid = (const char *) sqlite3_column_text(st, 0);
+        r = kid ? audit_key_mac(ks, kid, sqlite3_column_int64(st, 1), mac) : -EBADMSG;
+        if (r >= 0 && (sqlite3_column_bytes(st, 3) != MAC_BYTES ||
+                       sodium_memcmp(mac, sqlite3_column_blob(st, 3), MAC_BYTES) != 0))
+                r = -EBADMSG;
+        if (r >= 0)
+                r = unseal(ks->master, "audit-key", kid, sqlite3_column_blob(st, 2),
+                           (size_t) sqlite3_column_bytes(st, 2), &priv, &priv_len);
+        if (r >= 0) {
+                r = signing_key_import(ALG_EDDSA, priv, priv_len, ret);
+                sodium_free(priv);
+                if (r >= 0 && strcmp((*ret)->kid, kid) != 0) {
+                        signing_key_unref(*ret);
+                        r = -EBADMSG;
+                }
+        }
+        sqlite3_finalize(st);
+        if (r == -EBADMSG)
+                return log_error_errno(EKEYREJECTED,
+                                       "%s: the audit key was altered or cannot be unsealed with "
+                                       "this master key; refusing to start",
+                                       ks->path);
+        return r;
+}
+
+int keystore_audit_key(KeyStore *ks, int64_t now, SigningKey **ret, bool *ret_created)
+{
+        _cleanup_(signing_key_unrefp) SigningKey *k = NULL;
+        _cleanup_free_ unsigned char *sealed = NULL;
+        unsigned char *priv = NULL, mac[MAC_BYTES];
+        size_t priv_len, sealed_len;
+        sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = audit_key_load(ks, ret);
+        if (r != -ENOENT) {
+                if (r >= 0 && ret_created)
+                        *ret_created = false;
+                return r;
+        }
+        r = signing_key_generate(ALG_EDDSA, 0, &k);
+        if (r < 0)
+                return log_error_errno(r, "Cannot generate the audit key: %m");
+        r = signing_key_export(k, &priv, &priv_len);
+        if (r < 0)
+                return r;
+        r = seal(ks->master, "audit-key", k->kid, priv, priv_len, &sealed, &sealed_len);
+        sodium_free(priv);
+        if (r < 0)
+                return r;
+        audit_key_mac(ks, k->kid, now, mac);
+        if (sqlite3_prepare_v2(ks->db,
+                               "INSERT INTO audit_keys (kid, created_at, sealed_secret, row_mac) "
+                               "VALUES (?, ?, ?, ?)",
+                               -1, &st, NULL) != SQLITE_OK)
+                return db_error(ks, "cannot store the audit key");
+        sqlite3_bind_text(st, 1, k->kid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now);
+        sqlite3_bind_blob(st, 3, sealed, (int) sealed_len, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, mac, MAC_BYTES, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return db_error(ks, "cannot store the audit key");
+        *ret = TAKE_PTR(k);
+        if (ret_created)
+                *ret_created = true;
+        return 0;
 }
 
 SigningKey *keystore_active(KeyStore *ks, Alg alg)

@@ -76,6 +76,11 @@ int keystore_rotate(KeyStore *ks, const KeyPolicy *p, Alg alg, int64_t now, KeyE
  * -EALREADY revoked or removed already. */
 int keystore_revoke(KeyStore *ks, const KeyPolicy *p, const char *kid, int64_t now, KeyEvents *ev);
 
+/* The Ed25519 key that signs the grant log's checkpoints: made on first use, sealed like the
+ * signing keys, never in the JWKS. *ret gets a new reference; *ret_created (may be NULL)
+ * says whether it was made now. */
+int keystore_audit_key(KeyStore *ks, int64_t now, SigningKey **ret, bool *ret_created);
+
 /* The key signing for `alg` now, or NULL. Borrowed: take a ref to keep it. */
 SigningKey *keystore_active(KeyStore *ks, Alg alg);
 

@@ -118,6 +118,8 @@ static int open_listeners(Server *s)
 
 int server_new(Config *config, Server **ret)
 {
+        _cleanup_(signing_key_unrefp) SigningKey *audit_key = NULL;
+        bool audit_key_created = false;
         sigset_t mask;
         Server *s;
         int r;
@@ -163,10 +165,24 @@ int server_new(Config *config, Server **ret)
         r = keystore_open(config->state_directory, s->master, &s->keys);
         if (r < 0)
                 goto fail;
-        r = audit_open(config->audit_database, s->event, &s->audit);
+        r = keystore_audit_key(s->keys, now_unix_sec(), &audit_key, &audit_key_created);
         if (r < 0)
                 goto fail;
+        r = audit_open(config->audit_database,
+                       &(AuditLogOptions){
+                           .checkpoint_every = config->audit_checkpoint_every,
+                           .checkpoint_interval_ms = config->audit_checkpoint_interval_ms,
+                           .retention_ms = config->audit_retention_ms,
+                       },
+                       audit_key, s->event, &s->audit);
+        if (r < 0)
+                goto fail;
+        if (audit_key_created)
+                log_notice("Created audit key %s; pin it when verifying exports", audit_key->kid);
         r = ratelimit_new(&s->rate);
+        if (r < 0)
+                goto fail;
+        r = signpool_new(0, &s->signers);
         if (r < 0)
                 goto fail;
         r = open_listeners(s);
@@ -199,6 +215,8 @@ int server_run(Server *s)
         s->workload.source = sd_event_source_disable_unref(s->workload.source);
         s->admin.source = sd_event_source_disable_unref(s->admin.source);
         conn_shutdown_all(s);
+        /* Tokens being signed still reach the audit queue before "stopped" does. */
+        signpool_drain(s->signers);
         server_audit_event(s, "stopped", json_pack("{s:i}", "pid", (int) getpid()));
         audit_drain(s->audit);
         conn_close_all(s);
@@ -258,6 +276,7 @@ void server_free(Server *s)
         if (!s)
                 return;
         conn_close_all(s);
+        signpool_free(s->signers);
         key_schedule_stop(s);
         listener_close(&s->workload);
         listener_close(&s->admin);

@@ -11,6 +11,7 @@
 #include "listener.h"
 #include "ratelimit.h"
 #include "seal.h"
+#include "signpool.h"
 
 typedef struct Conn Conn;
 
@@ -22,6 +23,7 @@ typedef struct Server {
         sd_event_source *key_timer, *key_tick;
         AuditStore *audit;
         RateLimiter *rate;
+        SignPool *signers;
 
         Listener workload;
         Listener admin;

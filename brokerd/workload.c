@@ -13,20 +13,38 @@ static const char identity_unconfirmed_msg[] =
     "caller identity could not be confirmed: the connecting process has exited, or runs in "
     "a PID namespace the broker cannot see";
 
-/* A token request between its decision and its audit commit. */
+/* A token request between its decision and its audit commit. It owns copies of everything
+ * the signer needs, so a reload or a key rotation meanwhile changes nothing for it. */
 typedef struct TokenJob {
         Conn *conn;
+        AuditStore *audit;
         json_t *id;
         bool granted;
-        MintedToken minted;
-        char kid[KID_LEN + 1];
+        bool mint_failed;
         char message[512];
+        json_t *record; /* until handed to the audit store */
+        int64_t time_ms;
+
+        /* for the signer */
+        SigningKey *key;
+        char *issuer, *subject, *audience;
+        char **scopes;
+        size_t n_scopes;
+        uint64_t ttl;
+        MintedToken minted;
 } TokenJob;
 
 static void token_job_free(TokenJob *j)
 {
         minted_token_done(&j->minted); /* wipes the token */
         json_decref(j->id);
+        json_decref(j->record);
+        if (j->key)
+                signing_key_unref(j->key);
+        free(j->issuer);
+        free(j->subject);
+        free(j->audience);
+        strv_free(j->scopes);
         free(j);
 }
 
@@ -39,7 +57,10 @@ static void token_committed(int result, void *userdata)
         Server *s = c->server;
         json_t *resp;
 
-        if (result < 0)
+        if (j->mint_failed)
+                resp = response_new_error(BROKER_ERR_INTERNAL,
+                                          "internal error; see the broker's log", j->id);
+        else if (result < 0)
                 resp = response_new_error(BROKER_ERR_UNAVAILABLE,
                                           "the decision could not be recorded in the audit log, "
                                           "so no token was issued; retry later",
@@ -50,7 +71,7 @@ static void token_committed(int result, void *userdata)
                 if (resp &&
                     (json_object_set_new(resp, "token", json_string(j->minted.token)) < 0 ||
                      json_object_set_new(resp, "expires_at", json_integer(j->minted.exp)) < 0 ||
-                     json_object_set_new(resp, "kid", json_string(j->kid)) < 0 ||
+                     json_object_set_new(resp, "kid", json_string(j->key->kid)) < 0 ||
                      json_object_set_new(resp, "jti", json_string(j->minted.jti)) < 0)) {
                         json_decref(resp);
                         resp = NULL;
@@ -61,6 +82,40 @@ static void token_committed(int result, void *userdata)
         }
         token_job_free(j);
         conn_reply_async(c, resp);
+}
+
+/* Hands the record to the audit writer, whose completion answers the caller. */
+static void token_record(TokenJob *j)
+{
+        json_t *rec = TAKE_PTR(j->record);
+
+        if (audit_submit(j->audit, rec, j->time_ms, token_committed, j) < 0) {
+                j->mint_failed = true; /* out of memory: answer "internal", record nothing */
+                audit_complete(j->audit, -ENOMEM, token_committed, j);
+        }
+}
+
+/* On a signing thread: mint, complete the grant record, queue it. */
+static void token_sign(void *userdata)
+{
+        TokenJob *j = userdata;
+        int r;
+
+        r = jwt_mint(j->key, j->issuer, j->subject, j->audience, (const char *const *) j->scopes,
+                     j->n_scopes, j->time_ms / 1000, j->ttl, &j->minted);
+        if (r >= 0 &&
+            (json_object_set_new(j->record, "jti", json_string(j->minted.jti)) < 0 ||
+             json_object_set_new(j->record, "expires_at", json_integer(j->minted.exp)) < 0 ||
+             json_object_set_new(j->record, "token_sha256", json_string(j->minted.token_sha256)) <
+                 0))
+                r = -ENOMEM;
+        if (r < 0) {
+                log_error_errno(r, "Cannot sign token: %m");
+                j->mint_failed = true;
+                audit_complete(j->audit, r, token_committed, j);
+                return;
+        }
+        token_record(j);
 }
 
 static json_t *scopes_array(const Request *req)
@@ -75,12 +130,12 @@ static json_t *scopes_array(const Request *req)
         return a;
 }
 
-/* The audit record of a decision; NULL on allocation failure. */
-static json_t *decision_record(Conn *c, const Request *req, const Decision *d, const TokenJob *j,
+/* The audit record of a decision; a grant's jti, expires_at and token_sha256 are added by
+ * the signer. NULL on allocation failure. */
+static json_t *decision_record(Conn *c, const Request *req, const Decision *d, bool granted,
                                const SigningKey *k, int64_t now_ms)
 {
-        _cleanup_(json_decrefp) json_t *rec =
-            audit_record_new(j->granted ? "grant" : "deny", now_ms);
+        _cleanup_(json_decrefp) json_t *rec = audit_record_new(granted ? "grant" : "deny", now_ms);
         int r = 0;
 
         if (!rec)
@@ -90,18 +145,33 @@ static json_t *decision_record(Conn *c, const Request *req, const Decision *d, c
         r |= json_object_set_new(rec, "scopes", scopes_array(req));
         if (d->rule)
                 r |= json_object_set_new(rec, "rule", json_string(d->rule->name));
-        if (!j->granted)
+        if (!granted)
                 r |= json_object_set_new(rec, "reason",
                                          json_string(deny_reason_to_string(d->reason)));
         else {
                 r |= json_object_set_new(rec, "subject", json_string(d->subject));
                 r |= json_object_set_new(rec, "alg", json_string(alg_to_string(k->alg)));
                 r |= json_object_set_new(rec, "kid", json_string(k->kid));
-                r |= json_object_set_new(rec, "jti", json_string(j->minted.jti));
-                r |= json_object_set_new(rec, "expires_at", json_integer(j->minted.exp));
-                r |= json_object_set_new(rec, "token_sha256", json_string(j->minted.token_sha256));
         }
         return r == 0 ? TAKE_PTR(rec) : NULL;
+}
+
+/* Copies what the signer needs out of the request and the decision. */
+static int token_job_prepare_grant(TokenJob *j, const Config *cfg, const Request *req, Decision *d,
+                                   SigningKey *k)
+{
+        j->key = signing_key_ref(k);
+        j->issuer = strdup(cfg->issuer);
+        j->subject = TAKE_PTR(d->subject);
+        j->audience = strdup(req->audience);
+        j->scopes = calloc(req->n_scopes + 1, sizeof(char *));
+        j->ttl = d->ttl;
+        if (!j->issuer || !j->audience || !j->scopes)
+                return -ENOMEM;
+        for (size_t i = 0; i < req->n_scopes; i++)
+                if (!(j->scopes[j->n_scopes++] = strdup(req->scopes[i])))
+                        return -ENOMEM;
+        return 0;
 }
 
 static void handle_token(Conn *c, const Request *req)
@@ -112,7 +182,6 @@ static void handle_token(Conn *c, const Request *req)
         Decision d = {};
         SigningKey *k = NULL;
         TokenJob *j;
-        json_t *rec;
         int r;
 
         /* Checked first: a flood must not reach the policy, the signer or the audit log. A
@@ -135,7 +204,9 @@ static void handle_token(Conn *c, const Request *req)
                 return;
         }
         j->conn = c;
+        j->audit = s->audit;
         j->id = json_incref(req->id);
+        j->time_ms = now_ms;
 
         /* The connecting process must still be alive: if it has exited, whoever now holds the
          * connection is not the process we identified. */
@@ -150,30 +221,31 @@ static void handle_token(Conn *c, const Request *req)
         }
         j->granted = d.reason == DENY_NONE;
         snprintf(j->message, sizeof(j->message), "%s", d.message);
-
         if (j->granted) {
                 k = keystore_active(s->keys, d.rule->alg);
                 if (!k) {
                         log_error("No active %s key", alg_to_string(d.rule->alg));
                         goto internal;
                 }
-                r = jwt_mint(k, cfg->issuer, d.subject, req->audience, req->scopes, req->n_scopes,
-                             now_ms / 1000, d.ttl, &j->minted);
-                if (r < 0) {
-                        log_error_errno(r, "Cannot sign token: %m");
-                        goto internal;
-                }
-                memcpy(j->kid, k->kid, sizeof(j->kid));
         }
-
-        rec = decision_record(c, req, &d, j, k, now_ms);
+        j->record = decision_record(c, req, &d, j->granted, k, now_ms);
+        if (!j->record || (j->granted && token_job_prepare_grant(j, cfg, req, &d, k) < 0))
+                goto internal;
         decision_done(&d);
-        if (!rec || audit_submit(s->audit, rec, now_ms, token_committed, j) < 0) {
-                token_job_free(j);
-                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
-                return;
-        }
+
+        /* A denial goes straight to the audit writer. EdDSA and ES256 sign in tens of
+         * microseconds, less than handing the job to another thread costs; RS256 takes about a
+         * millisecond and goes to a signing thread, so it never stalls the event loop. Either
+         * way the answer waits for the commit. */
         conn_begin_async(c);
+        if (!j->granted)
+                token_record(j);
+        else if (k->alg != ALG_RS256)
+                token_sign(j);
+        else if (signpool_submit(s->signers, token_sign, j) < 0) {
+                j->mint_failed = true;
+                audit_complete(s->audit, -ENOMEM, token_committed, j);
+        }
         return;
 
 internal:

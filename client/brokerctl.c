@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audit-tool.h"
+#include "audit_tool.h"
 #include "broker.h"
 #include "errors.h"
 #include "json-util.h"
@@ -28,23 +28,25 @@ typedef struct Args {
 
 static void usage(FILE *f)
 {
-        fputs("Usage:\n"
-              "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
-              "[--json]\n"
-              "  brokerctl [--socket PATH] whoami | jwks | ping\n"
-              "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
-              "revoke KID\n"
-              "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
-              "                         [--event EVENT] [--format jsonl|csv|ocsf] "
-              "[--output FILE]\n"
-              "  brokerctl audit verify --database PATH\n"
-              "\n"
-              "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
-              "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
-              "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
-              "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
-              "3 denied or rate limited, 4 anything else.\n",
-              f);
+        fputs(
+            "Usage:\n"
+            "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
+            "[--json]\n"
+            "  brokerctl [--socket PATH] whoami | jwks | ping\n"
+            "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
+            "revoke KID\n"
+            "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
+            "                         [--event EVENT] [--format jsonl|csv|ocsf] "
+            "[--output FILE]\n"
+            "  brokerctl audit verify --database PATH | --file EXPORT.jsonl [--audit-key KEY]...\n"
+            "                         [--threads N]\n"
+            "\n"
+            "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
+            "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
+            "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
+            "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
+            "3 denied or rate limited, 4 anything else.\n",
+            f);
 }
 
 static int exit_for_status(int status)
@@ -176,6 +178,9 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                 OPT_OUTPUT,
                 OPT_EVENT,
                 OPT_ALG,
+                OPT_FILE,
+                OPT_AUDIT_KEY,
+                OPT_THREADS,
         };
         static const struct option opts[] = {
             {"socket", required_argument, NULL, OPT_SOCKET},
@@ -191,6 +196,9 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
             {"output", required_argument, NULL, OPT_OUTPUT},
             {"event", required_argument, NULL, OPT_EVENT},
             {"alg", required_argument, NULL, OPT_ALG},
+            {"file", required_argument, NULL, OPT_FILE},
+            {"audit-key", required_argument, NULL, OPT_AUDIT_KEY},
+            {"threads", required_argument, NULL, OPT_THREADS},
             {"help", no_argument, NULL, 'h'},
             {},
         };
@@ -245,9 +253,33 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                 case OPT_ALG:
                         a->alg = optarg;
                         break;
+                case OPT_FILE:
+                        a->audit.file = optarg;
+                        break;
+                case OPT_AUDIT_KEY:
+                        if (a->audit.n_pins >= AUDIT_PINS_MAX) {
+                                fprintf(stderr, "brokerctl: at most %u --audit-key options\n",
+                                        AUDIT_PINS_MAX);
+                                return EXIT_USAGE;
+                        }
+                        a->audit.pins[a->audit.n_pins++] = optarg;
+                        break;
                 case OPT_EVENT:
                         a->audit.event = optarg;
                         break;
+                case OPT_THREADS: {
+                        char *end;
+                        long t = strtol(optarg, &end, 10);
+                        if (end == optarg || *end || t < 1 || t > AUDIT_THREADS_MAX) {
+                                fprintf(stderr,
+                                        "brokerctl: --threads must be between 1 and %u, got "
+                                        "\"%s\"\n",
+                                        AUDIT_THREADS_MAX, optarg);
+                                return EXIT_USAGE;
+                        }
+                        a->audit.threads = (int) t;
+                        break;
+                }
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -263,6 +295,9 @@ int main(int argc, char **argv)
 {
         Args a = {.audit = {.format = "jsonl"}};
         int r;
+        /* Nothing here reads SQLite's memory statistics; keeping them costs a global mutex
+         * per allocation, which the verify threads would contend on. */
+        (void) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
         /* Global options stop at the command word ('+'), so what follows it is the command's:
          * a key id may start with '-' (base64url) and must not be taken for an option. */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include "escape.h"
 #include "frame.h"
 #include "json-util.h"
 #include "macro.h"
@@ -198,6 +199,11 @@ static int parse_token_fields(json_t *root, Request *req, char *err, size_t errl
                 if (c < 0x20 || c == 0x7f)
                         return reject(err, errlen, "audience: control character at byte %zu", i);
         }
+        /* Nor the Unicode ones that rewrite what a reader sees (C1, bidirectional overrides,
+         * line separators): audiences are stored and shown exactly as asked for. */
+        if (!text_display_safe(req->audience))
+                return reject(err, errlen,
+                              "audience: C1, bidirectional or line-separator character");
 
         v = json_object_get(root, "scopes");
         if (v) {

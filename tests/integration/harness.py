@@ -339,7 +339,8 @@ class Broker:
     def audit(self, *extra):
         r = self.ctl("audit", "export", "--database", self.db, *extra, socket_path=False)
         assert r.returncode == 0, r.stderr
-        return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        # split at "\n" only: str.splitlines() also splits at U+2028 or U+0085 inside a record
+        return [json.loads(l) for l in r.stdout.split("\n") if l.strip()]
 
     def decisions(self):
         return [r for r in self.audit() if r["event"] in ("grant", "deny")]

@@ -590,6 +590,18 @@ class StreamTest(HostileCase):
     """§6: many requests per connection, answered strictly in order; frames may arrive in any
     number of pieces."""
 
+    def test_half_close_after_requests_still_gets_every_answer(self):
+        # A client may send its requests and shut its sending side (SHUT_WR): it still gets
+        # every answer, then the broker closes.
+        c = self.raw()
+        c.send_raw(b"".join(frame({"op": "token", "audience": AUD, "id": i}) for i in range(5)))
+        c.sock.shutdown(socket.SHUT_WR)
+        got = [recv_or_eof(c) for _ in range(5)]
+        self.assertEqual([g and g.get("id") for g in got], list(range(5)))
+        self.assertTrue(all(g["ok"] for g in got), got)
+        self.assertIsNone(recv_or_eof(c), "the broker did not close after answering")
+        self.assertDecisions(grants=5)
+
     def test_pipelined_requests_answered_in_order(self):
         reqs = []
         for i in range(60):

@@ -490,6 +490,14 @@ static void test_reject_audience_control_char(void **state)
                "audience: control character at byte 2");
         REJECT("{\"op\":\"token\",\"audience\":\"a\\r\\nX-Injected: 1\"}",
                "audience: control character at byte 1");
+        /* Unicode that rewrites what a reader sees: C1, bidi overrides, line separators. */
+        static const char *const unicode[] = {"\\u0085", "\\u009b", "\\u202e", "\\u2066",
+                                              "\\u200f", "\\u061c", "\\u2028", "\\u2029"};
+        for (size_t i = 0; i < ELEMENTSOF(unicode); i++) {
+                _cleanup_free_ char *b = xstrdup_printf(
+                    "{\"op\":\"token\",\"audience\":\"https://x%s.test\"}", unicode[i]);
+                REJECT(b, "audience: C1, bidirectional or line-separator character");
+        }
 }
 
 static void test_audience_accepted_chars(void **state)

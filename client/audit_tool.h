@@ -3,13 +3,21 @@
 #pragma once
 
 #include <sqlite3.h>
+#include <stddef.h>
+
+#define AUDIT_PINS_MAX    16
+#define AUDIT_THREADS_MAX 16
 
 typedef struct AuditToolArgs {
         const char *database;
+        const char *file;          /* verify: an exported JSONL file ("-": stdin) */
         const char *since, *until; /* RFC 3339 or YYYY-MM-DD; since inclusive, until exclusive */
         const char *event;
-        const char *format; /* jsonl | csv | ocsf */
-        const char *output; /* NULL: stdout */
+        const char *format;               /* jsonl | csv | ocsf */
+        const char *output;               /* NULL: stdout */
+        const char *pins[AUDIT_PINS_MAX]; /* verify: accepted audit public keys (base64url) */
+        size_t n_pins;
+        int threads; /* verify: 0 = one per CPU for a large input */
 } AuditToolArgs;
 
 int audit_export(const AuditToolArgs *a);

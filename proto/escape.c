@@ -42,12 +42,32 @@ static size_t utf8_sequence_len(const unsigned char *s, unsigned *ret_cp)
 }
 
 /* Valid, but able to forge or rewrite what a log reader or terminal shows: C0 and C1
- * controls, DEL, bidirectional marks and overrides; and the backslash, our escape character. */
+ * controls, DEL, bidirectional marks and overrides, line and paragraph separators (which break
+ * lines for some readers); and, for text_escape(), the backslash, our escape character. */
+static bool control_code_point(unsigned cp)
+{
+        return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x061c || cp == 0x200e ||
+               cp == 0x200f || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
+               (cp >= 0x2066 && cp <= 0x2069);
+}
+
 static bool unsafe_code_point(unsigned cp)
 {
-        return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == '\\' || cp == 0x061c ||
-               cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
-               (cp >= 0x2066 && cp <= 0x2069);
+        return control_code_point(cp) || cp == '\\';
+}
+
+bool text_display_safe(const char *s)
+{
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                unsigned cp = 0;
+                size_t n = utf8_sequence_len(p, &cp);
+                if (n == 0 || control_code_point(cp))
+                        return false;
+                p += n;
+        }
+        return true;
 }
 
 char *text_escape(const char *s)

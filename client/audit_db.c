@@ -1,7 +1,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "audit-tool.h"
+#include "audit_tool.h"
 
 sqlite3 *audit_db_open(const char *path)
 {
@@ -17,7 +17,9 @@ sqlite3 *audit_db_open(const char *path)
                 fprintf(stderr, "brokerctl: %s: no such audit database (check --database)\n", path);
                 return NULL;
         }
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        /* one thread per connection: SQLite's own locking is not needed */
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK) {
                 fprintf(stderr, "brokerctl: cannot open %s: %s\n", path,
                         db ? sqlite3_errmsg(db) : "out of memory");
                 sqlite3_close(db);

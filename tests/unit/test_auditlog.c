@@ -1,0 +1,1159 @@
+/* The grant log on disk (brokerd/auditlog.c), driven directly on real SQLite files with the
+ * clock passed in. Every check reads the file back on its own connection and recomputes what
+ * the format (common/auditfmt.h) promises with libsodium: each record's hash is the SHA-256 of
+ * exactly its stored body, each prev_hash is the hash before it, and every signed statement
+ * (checkpoint, head, anchor) verifies with the audit key's public half. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "auditfmt.h"
+#include "auditlog.h"
+#include "macro.h"
+#include "signer.h"
+#include "timeutil.h"
+
+#define YEAR_MS (INT64_C(365) * 86400 * 1000)
+#define DAY_MS  (INT64_C(86400) * 1000)
+
+static char dir[64], path[128];
+static SigningKey *key;
+
+/* ---- fixtures ----------------------------------------------------------------------------- */
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+        return remove(p);
+}
+
+static int setup(void **state)
+{
+        snprintf(dir, sizeof(dir), "/tmp/test-auditlog-XXXXXX");
+        if (!mkdtemp(dir))
+                return -1;
+        snprintf(path, sizeof(path), "%s/audit.db", dir);
+        return signing_key_generate(ALG_EDDSA, 0, &key);
+}
+
+static int teardown(void **state)
+{
+        signing_key_unref(key);
+        key = NULL;
+        return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static AuditLogOptions options(uint64_t every, int64_t interval_ms, int64_t retention_ms)
+{
+        return (AuditLogOptions){.checkpoint_every = every,
+                                 .checkpoint_interval_ms = interval_ms,
+                                 .retention_ms = retention_ms};
+}
+
+static AuditLog *open_log(const AuditLogOptions *opt, SigningKey *k)
+{
+        AuditLog *l = NULL;
+
+        assert_int_equal(auditlog_open(path, true, opt, k, &l), 0);
+        assert_non_null(l);
+        return l;
+}
+
+static const char *public_key(const SigningKey *k)
+{
+        return json_string_value(json_object_get(k->jwk, "x"));
+}
+
+/* Appends n records of `event` written at time t (n may be 0: only a due or forced
+ * checkpoint). */
+static int append(AuditLog *l, size_t n, const char *event, int64_t t, bool force, int64_t now)
+{
+        AuditEntry *entries = calloc(n + 1, sizeof(AuditEntry));
+        char ts[TIME_RFC3339_MAX];
+        int r;
+
+        assert_non_null(entries);
+        time_format_rfc3339_ms(t, ts);
+        for (size_t i = 0; i < n; i++) {
+                json_t *rec =
+                    json_pack("{s:s, s:s, s:I}", "time", ts, "event", event, "n", (json_int_t) i);
+
+                assert_non_null(rec);
+                assert_int_equal(audit_entry_prepare(rec, t, &entries[i]), 0);
+                json_decref(rec);
+        }
+        r = auditlog_append(l, entries, n, force, now);
+        for (size_t i = 0; i < n; i++)
+                audit_entry_done(&entries[i]);
+        free(entries);
+        return r;
+}
+
+/* ---- reading the file back, on a connection of our own ----------------------------------- */
+
+static sqlite3 *db_open(void)
+{
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        return db;
+}
+
+static int64_t query(const char *sql)
+{
+        sqlite3 *db = db_open();
+        sqlite3_stmt *st = NULL;
+        int64_t v;
+
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return v;
+}
+
+static void exec_sql(const char *sql)
+{
+        sqlite3 *db = db_open();
+
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+}
+
+static int64_t n_rows(void)
+{
+        return query("SELECT COUNT(*) FROM records");
+}
+
+typedef struct Row {
+        int64_t seq, time_ms;
+        char event[32];
+        char hash[AUDIT_HASH_HEX];
+        json_t *body; /* parsed */
+        char *text;   /* as stored */
+} Row;
+
+static void row_done(Row *r)
+{
+        json_decref(r->body);
+        free(r->text);
+}
+
+/* The record `seq`; it must exist. */
+static Row row(int64_t seq)
+{
+        sqlite3 *db = db_open();
+        sqlite3_stmt *st = NULL;
+        Row r = {};
+
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT seq, time_ms, event, body, hash FROM records "
+                                            "WHERE seq = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, seq);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                fail_msg("no record with seq %lld", (long long) seq);
+        r.seq = sqlite3_column_int64(st, 0);
+        r.time_ms = sqlite3_column_int64(st, 1);
+        snprintf(r.event, sizeof(r.event), "%s", sqlite3_column_text(st, 2));
+        r.text = strdup((const char *) sqlite3_column_text(st, 3));
+        snprintf(r.hash, sizeof(r.hash), "%s", sqlite3_column_text(st, 4));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        assert_non_null(r.text);
+        r.body = json_loads(r.text, 0, NULL);
+        assert_non_null(r.body);
+        return r;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+        const char *s = json_string_value(json_object_get(o, k));
+
+        if (!s)
+                fail_msg("no string \"%s\"", k);
+        return s;
+}
+
+static int64_t num(json_t *o, const char *k)
+{
+        json_t *v = json_object_get(o, k);
+
+        if (!json_is_integer(v))
+                fail_msg("no integer \"%s\"", k);
+        return (int64_t) json_integer_value(v);
+}
+
+typedef struct Signed {
+        bool present;
+        int64_t seq;
+        char hash[AUDIT_HASH_HEX], time[TIME_RFC3339_MAX], key_id[64], pub[64], sig[128];
+} Signed;
+
+static Signed signed_row(const char *name)
+{
+        sqlite3 *db = db_open();
+        sqlite3_stmt *st = NULL;
+        Signed s = {};
+
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT seq, hash, time, key_id, public_key, signature "
+                                            "FROM signed WHERE name = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                s.present = true;
+                s.seq = sqlite3_column_int64(st, 0);
+                snprintf(s.hash, sizeof(s.hash), "%s", sqlite3_column_text(st, 1));
+                snprintf(s.time, sizeof(s.time), "%s", sqlite3_column_text(st, 2));
+                snprintf(s.key_id, sizeof(s.key_id), "%s", sqlite3_column_text(st, 3));
+                snprintf(s.pub, sizeof(s.pub), "%s", sqlite3_column_text(st, 4));
+                snprintf(s.sig, sizeof(s.sig), "%s", sqlite3_column_text(st, 5));
+        }
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return s;
+}
+
+/* ---- what the format promises ------------------------------------------------------------- */
+
+static void sha256_hex(const char *s, char out[AUDIT_HASH_HEX])
+{
+        unsigned char d[crypto_hash_sha256_BYTES];
+
+        crypto_hash_sha256(d, (const unsigned char *) s, strlen(s));
+        sodium_bin2hex(out, AUDIT_HASH_HEX, d, sizeof(d));
+}
+
+/* A signed statement verifies with `pub`, and would not over another hash. */
+static void assert_statement(const char *type, int64_t seq, const char *hash, const char *time,
+                             const char *kid, const char *sig, const char *pub)
+{
+        _cleanup_free_ char *st = audit_statement(type, (uint64_t) seq, hash, time, kid);
+        _cleanup_free_ char *other =
+            audit_statement(type, (uint64_t) seq, AUDIT_GENESIS, time, kid);
+
+        assert_non_null(st);
+        if (audit_statement_verify(st, sig, pub) != 0)
+                fail_msg("%s statement over seq %lld does not verify", type, (long long) seq);
+        assert_int_equal(audit_statement_verify(other, sig, pub), -EBADMSG);
+}
+
+/* Record `seq`: its hash is SHA-256 of exactly the stored body, the body is canonical (members
+ * sorted, compact), names its own seq and links to prev. */
+static Row assert_record(int64_t seq, const char *prev)
+{
+        Row r = row(seq);
+        char h[AUDIT_HASH_HEX];
+        _cleanup_free_ char *canon = json_dumps(r.body, JSON_COMPACT | JSON_SORT_KEYS);
+
+        sha256_hex(r.text, h);
+        assert_string_equal(r.hash, h);
+        assert_string_equal(r.text, canon);
+        assert_int_equal(num(r.body, "seq"), seq);
+        assert_string_equal(str(r.body, "prev_hash"), prev);
+        assert_string_equal(str(r.body, "event"), r.event);
+        assert_null(json_object_get(r.body, "hash"));
+        return r;
+}
+
+/* Walks the whole log: consecutive seqs from the anchor (or genesis), each linked to the one
+ * before, every checkpoint signing the record before it, the head signing the last record.
+ * Returns the last seq. */
+static int64_t assert_log(const char *pub)
+{
+        Signed anchor = signed_row("anchor"), head = signed_row("head");
+        int64_t first = query("SELECT MIN(seq) FROM records"),
+                last = query("SELECT MAX(seq) FROM records");
+        char prev[AUDIT_HASH_HEX];
+
+        assert_int_equal(n_rows(), last - first + 1);
+        if (anchor.present) {
+                assert_int_equal(first, anchor.seq + 1);
+                memcpy(prev, anchor.hash, sizeof(prev));
+                assert_statement("anchor", anchor.seq, anchor.hash, anchor.time, anchor.key_id,
+                                 anchor.sig, anchor.pub);
+        } else {
+                assert_int_equal(first, 1);
+                memcpy(prev, AUDIT_GENESIS, sizeof(prev));
+        }
+        for (int64_t s = first; s <= last; s++) {
+                Row r = assert_record(s, prev);
+                if (strcmp(r.event, "checkpoint") == 0) {
+                        json_t *cp = json_object_get(r.body, "checkpoint");
+                        assert_int_equal(num(cp, "seq"), s - 1);
+                        assert_string_equal(str(cp, "hash"), prev);
+                        assert_string_equal(str(cp, "time"), str(r.body, "time"));
+                        assert_statement("checkpoint", s - 1, prev, str(cp, "time"),
+                                         str(cp, "key_id"), str(cp, "signature"),
+                                         pub ? pub : head.pub);
+                }
+                memcpy(prev, r.hash, sizeof(prev));
+                row_done(&r);
+        }
+        assert_true(head.present);
+        assert_int_equal(head.seq, last);
+        assert_string_equal(head.hash, prev);
+        assert_statement("head", head.seq, head.hash, head.time, head.key_id, head.sig, head.pub);
+        return last;
+}
+
+static void assert_state(AuditLog *l, int64_t seq)
+{
+        Row r = row(seq);
+
+        assert_int_equal(auditlog_last_seq(l), seq);
+        assert_string_equal(auditlog_last_hash(l), r.hash);
+        assert_int_equal(query("SELECT MAX(seq) FROM records"), seq);
+        row_done(&r);
+}
+
+static bool is_checkpoint(int64_t seq)
+{
+        Row r = row(seq);
+        bool cp = strcmp(r.event, "checkpoint") == 0;
+
+        row_done(&r);
+        return cp;
+}
+
+/* What the log writes to stderr meanwhile, through a pipe: a file would be subject to
+ * RLIMIT_FSIZE too. */
+static int capture_pipe[2] = {-1, -1}, capture_saved = -1;
+
+static void capture_begin(void)
+{
+        assert_int_equal(pipe2(capture_pipe, O_CLOEXEC | O_NONBLOCK), 0);
+        fflush(stderr);
+        capture_saved = dup(STDERR_FILENO);
+        assert_true(capture_saved >= 0);
+        assert_true(dup2(capture_pipe[1], STDERR_FILENO) >= 0);
+        close(capture_pipe[1]);
+}
+
+static char *capture_end(void)
+{
+        char *buf = malloc(65536);
+        ssize_t n;
+
+        fflush(stderr);
+        assert_true(dup2(capture_saved, STDERR_FILENO) >= 0);
+        close(capture_saved);
+        assert_non_null(buf);
+        n = read(capture_pipe[0], buf, 65535);
+        close(capture_pipe[0]);
+        buf[n > 0 ? n : 0] = '\0';
+        return buf;
+}
+
+static void assert_logged(const char *log, const char *want)
+{
+        if (!strstr(log, want))
+                fail_msg("log \"%s\" does not contain \"%s\"", log, want);
+}
+
+typedef struct Bytes {
+        unsigned char *p;
+        size_t n;
+} Bytes;
+
+static Bytes slurp(const char *p)
+{
+        Bytes b = {};
+        FILE *f = fopen(p, "rb");
+        long n;
+
+        assert_non_null(f);
+        assert_int_equal(fseek(f, 0, SEEK_END), 0);
+        n = ftell(f);
+        rewind(f);
+        b.n = (size_t) n;
+        b.p = malloc(b.n + 1);
+        assert_non_null(b.p);
+        assert_int_equal(fread(b.p, 1, b.n, f), b.n);
+        fclose(f);
+        return b;
+}
+
+static void spit(const char *p, Bytes b)
+{
+        FILE *f = fopen(p, "wb");
+
+        assert_non_null(f);
+        assert_int_equal(fwrite(b.p, 1, b.n, f), b.n);
+        assert_int_equal(fclose(f), 0);
+}
+
+/* ---- a new log and its chain -------------------------------------------------------------- */
+
+static void test_new_log_starts_with_audit_key(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        int64_t before = now_unix_ms();
+        AuditLog *l = open_log(&opt, key);
+
+        assert_int_equal(n_rows(), 1);
+        Row r = assert_record(1, AUDIT_GENESIS);
+        assert_string_equal(r.event, "audit_key");
+        assert_string_equal(str(r.body, "key_id"), key->kid);
+        assert_string_equal(str(r.body, "public_key"), public_key(key));
+        assert_string_equal(str(r.body, "alg"), "EdDSA");
+        assert_true(r.time_ms >= before && r.time_ms <= now_unix_ms());
+        assert_state(l, 1);
+
+        Signed head = signed_row("head");
+        assert_true(head.present);
+        assert_int_equal(head.seq, 1);
+        assert_string_equal(head.hash, r.hash);
+        assert_string_equal(head.key_id, key->kid);
+        assert_string_equal(head.pub, public_key(key));
+        assert_false(signed_row("anchor").present);
+        assert_int_equal(assert_log(public_key(key)), 1);
+        row_done(&r);
+        auditlog_close(l);
+}
+
+static void test_appends_are_chained_over_the_stored_body(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms();
+        char prev[AUDIT_HASH_HEX];
+
+        /* a batch of three, then two alone: one seq after the other */
+        assert_int_equal(append(l, 3, "grant", t, false, t), 0);
+        assert_int_equal(append(l, 1, "deny", t + 1, false, t + 1), 0);
+        assert_int_equal(append(l, 1, "grant", t + 2, false, t + 2), 0);
+        assert_int_equal(n_rows(), 6);
+        snprintf(prev, sizeof(prev), "%s", signed_row("head").hash);
+        for (int64_t s = 1; s <= 6; s++) {
+                Row r = row(s);
+                if (s > 1) {
+                        Row before = row(s - 1);
+                        assert_string_equal(str(r.body, "prev_hash"), before.hash);
+                        row_done(&before);
+                }
+                row_done(&r);
+        }
+        Row r = row(5);
+        assert_string_equal(r.event, "deny");
+        assert_int_equal(r.time_ms, t + 1);
+        assert_int_equal(num(r.body, "n"), 0); /* the record's own fields are kept */
+        row_done(&r);
+        assert_state(l, 6);
+        assert_string_equal(auditlog_last_hash(l), prev);
+        assert_int_equal(assert_log(public_key(key)), 6);
+        /* nothing is due: no checkpoint yet */
+        assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'checkpoint'"), 0);
+        auditlog_close(l);
+}
+
+/* ---- checkpoints -------------------------------------------------------------------------- */
+
+static void test_checkpoint_every_n_records(void **state)
+{
+        AuditLogOptions opt = options(5, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms();
+
+        /* audit_key + 4 records: 5 uncovered, so the 4th append closes with a checkpoint */
+        for (int i = 0; i < 4; i++) {
+                assert_int_equal(n_rows(), 1 + i);
+                assert_int_equal(append(l, 1, "grant", t, false, t), 0);
+        }
+        assert_int_equal(n_rows(), 6);
+        assert_true(is_checkpoint(6));
+        assert_state(l, 6);
+        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+
+        /* five more, then the next one */
+        for (int i = 0; i < 5; i++)
+                assert_int_equal(append(l, 1, "grant", t, false, t), 0);
+        assert_int_equal(n_rows(), 12);
+        for (int64_t s = 7; s <= 11; s++)
+                assert_false(is_checkpoint(s));
+        assert_true(is_checkpoint(12));
+
+        /* every N records even inside one batch (a group commit may hold hundreds); the
+         * remainder waits for the next */
+        assert_int_equal(append(l, 12, "grant", t, false, t), 0);
+        assert_int_equal(n_rows(), 26);
+        for (int64_t s = 13; s <= 26; s++)
+                assert_int_equal(is_checkpoint(s), s == 18 || s == 24);
+        assert_int_equal(auditlog_checkpoint_deadline(l), t + YEAR_MS);
+        assert_int_equal(assert_log(public_key(key)), 26);
+        auditlog_close(l);
+}
+
+static void test_checkpoint_after_interval(void **state)
+{
+        AuditLogOptions opt = options(1000, 10000, 0);
+        AuditLog *l = open_log(&opt, key);
+        Row first = row(1);
+        int64_t t0 = first.time_ms; /* the audit_key record waits for a checkpoint from here */
+
+        row_done(&first);
+        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 10000);
+        assert_int_equal(append(l, 1, "grant", t0 + 5000, false, t0 + 5000), 0);
+        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 10000);
+        assert_int_equal(append(l, 0, NULL, 0, false, t0 + 9999), 0); /* not yet */
+        assert_int_equal(n_rows(), 2);
+
+        /* due: the writer's idle call adds it without any record */
+        assert_int_equal(append(l, 0, NULL, 0, false, t0 + 10000), 0);
+        assert_int_equal(n_rows(), 3);
+        assert_true(is_checkpoint(3));
+        Row cp = row(3);
+        assert_int_equal(cp.time_ms, t0 + 10000);
+        row_done(&cp);
+        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+
+        /* the interval counts from the oldest uncovered record, and a batch that arrives
+         * when it is due closes with the checkpoint */
+        assert_int_equal(append(l, 1, "grant", t0 + 20000, false, t0 + 20000), 0);
+        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 30000);
+        assert_int_equal(append(l, 1, "grant", t0 + 29000, false, t0 + 29000), 0);
+        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 30000);
+        assert_int_equal(append(l, 1, "grant", t0 + 30000, false, t0 + 30000), 0);
+        assert_int_equal(n_rows(), 7);
+        assert_false(is_checkpoint(6));
+        assert_true(is_checkpoint(7));
+        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+        assert_int_equal(assert_log(public_key(key)), 7);
+        auditlog_close(l);
+}
+
+static void test_force_checkpoint_only_when_records_are_uncovered(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms();
+
+        assert_int_equal(append(l, 0, NULL, 0, true, t), 0); /* covers the audit_key record */
+        assert_int_equal(n_rows(), 2);
+        assert_true(is_checkpoint(2));
+        Signed head = signed_row("head");
+
+        /* nothing uncovered: no checkpoint, not even a new head */
+        assert_int_equal(append(l, 0, NULL, 0, true, t + 1), 0);
+        assert_int_equal(n_rows(), 2);
+        assert_state(l, 2);
+        Signed again = signed_row("head");
+        assert_string_equal(again.time, head.time);
+        assert_string_equal(again.sig, head.sig);
+
+        /* records and a forced checkpoint in one transaction */
+        assert_int_equal(append(l, 2, "stopped", t + 2, true, t + 2), 0);
+        assert_int_equal(n_rows(), 5);
+        assert_true(is_checkpoint(5));
+        assert_int_equal(append(l, 0, NULL, 0, true, t + 3), 0);
+        assert_int_equal(n_rows(), 5);
+        assert_int_equal(assert_log(public_key(key)), 5);
+        auditlog_close(l);
+}
+
+/* ---- reopening ---------------------------------------------------------------------------- */
+
+static void test_reopen_continues_the_chain(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        SigningKey *key2 = NULL;
+        char hash[AUDIT_HASH_HEX];
+        int64_t t = now_unix_ms();
+
+        assert_int_equal(append(l, 3, "grant", t, false, t), 0);
+        snprintf(hash, sizeof(hash), "%s", auditlog_last_hash(l));
+        auditlog_close(l);
+
+        /* the same key: nothing is added, the chain goes on where it stopped */
+        l = open_log(&opt, key);
+        assert_int_equal(n_rows(), 4);
+        assert_int_equal(auditlog_last_seq(l), 4);
+        assert_string_equal(auditlog_last_hash(l), hash);
+        assert_int_equal(append(l, 1, "started", t + 1, false, t + 1), 0);
+        Row r = assert_record(5, hash);
+        row_done(&r);
+        auditlog_close(l);
+        assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'audit_key'"), 1);
+
+        /* a new audit key is named in the chain before it signs anything */
+        assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &key2), 0);
+        l = open_log(&opt, key2);
+        assert_int_equal(n_rows(), 6);
+        r = row(6);
+        assert_string_equal(r.event, "audit_key");
+        assert_string_equal(str(r.body, "key_id"), key2->kid);
+        assert_string_equal(str(r.body, "public_key"), public_key(key2));
+        row_done(&r);
+        Signed head = signed_row("head");
+        assert_string_equal(head.key_id, key2->kid);
+        assert_string_equal(head.pub, public_key(key2));
+        assert_int_equal(append(l, 1, "grant", t + 2, true, t + 2), 0);
+        assert_true(is_checkpoint(8));
+        r = row(8);
+        assert_string_equal(str(json_object_get(r.body, "checkpoint"), "key_id"), key2->kid);
+        row_done(&r);
+        assert_int_equal(assert_log(public_key(key2)), 8);
+        auditlog_close(l);
+
+        l = open_log(&opt, key2);
+        assert_int_equal(n_rows(), 8);
+        auditlog_close(l);
+        assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'audit_key'"), 2);
+        signing_key_unref(key2);
+}
+
+/* Opening must fail without writing a byte; ret stays untouched. */
+static void assert_open_refused(const AuditLogOptions *opt, int want, const char *logged)
+{
+        AuditLog *l = (AuditLog *) 0x1;
+        Bytes before = slurp(path), after;
+        char *log;
+        int r;
+
+        capture_begin();
+        r = auditlog_open(path, false, opt, key, &l);
+        log = capture_end();
+        assert_int_equal(r, want);
+        assert_ptr_equal(l, (AuditLog *) 0x1);
+        if (logged)
+                assert_logged(log, logged);
+        after = slurp(path);
+        assert_int_equal(after.n, before.n);
+        assert_memory_equal(after.p, before.p, before.n);
+        free(log);
+        free(before.p);
+        free(after.p);
+}
+
+/* Rewrites the head to sign the last record with `k`, as whoever holds `k` could. */
+static void forge_head(SigningKey *k)
+{
+        Row last = row(query("SELECT MAX(seq) FROM records"));
+        const char *time = "2026-01-01T00:00:00.000Z";
+        _cleanup_free_ char *st =
+            audit_statement("head", (uint64_t) last.seq, last.hash, time, k->kid);
+        unsigned char sig[SIGNATURE_MAX];
+        char b64[2 * SIGNATURE_MAX], sql[4 * SIGNATURE_MAX];
+        size_t len;
+
+        assert_non_null(st);
+        assert_int_equal(signing_key_sign(k, st, strlen(st), sig, &len), 0);
+        sodium_bin2base64(b64, sizeof(b64), sig, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        snprintf(sql, sizeof(sql),
+                 "UPDATE signed SET seq = %lld, hash = '%s', time = '%s', key_id = '%s', "
+                 "public_key = '%s', signature = '%s' WHERE name = 'head'",
+                 (long long) last.seq, last.hash, time, k->kid, public_key(k), b64);
+        exec_sql(sql);
+        row_done(&last);
+}
+
+static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
+{
+        AuditLogOptions opt = options(3, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms();
+        Bytes pristine;
+
+        for (int i = 0; i < 6; i++)
+                assert_int_equal(append(l, 1, "grant", t, false, t), 0);
+        auditlog_close(l); /* the last connection: the WAL is folded into the file */
+        pristine = slurp(path);
+
+        /* the last rows deleted (after the last checkpoint: no checkpoint misses them) */
+        exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
+        assert_open_refused(&opt, -EBADMSG, "truncated or altered");
+
+        /* the last record rewritten */
+        spit(path, pristine);
+        exec_sql("UPDATE records SET hash = '" AUDIT_GENESIS "' WHERE seq = (SELECT MAX(seq) "
+                 "FROM records)");
+        assert_open_refused(&opt, -EBADMSG, "truncated or altered");
+
+        /* every record deleted, the head kept */
+        spit(path, pristine);
+        exec_sql("DELETE FROM records");
+        assert_open_refused(&opt, -EBADMSG, "truncated or altered");
+
+        /* the last rows deleted and the head rewritten to match: its signature fails, so the
+         * cut is not covered up by a new head */
+        spit(path, pristine);
+        exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
+        exec_sql("UPDATE signed SET seq = (SELECT MAX(seq) FROM records), hash = (SELECT hash "
+                 "FROM records ORDER BY seq DESC LIMIT 1) WHERE name = 'head'");
+        assert_open_refused(&opt, -EBADMSG, "does not verify");
+
+        /* a head properly signed over the cut tail, by a key the log never names */
+        SigningKey *stranger = NULL;
+        assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &stranger), 0);
+        spit(path, pristine);
+        exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
+        forge_head(stranger);
+        assert_open_refused(&opt, -EBADMSG, "does not verify");
+        signing_key_unref(stranger);
+
+        /* the same with the real audit key is a valid head (the key is what the check is
+         * about): whoever holds the key can sign anything */
+        spit(path, pristine);
+        exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
+        forge_head(key);
+        assert_int_equal(auditlog_open(path, false, &opt, key, &l), 0);
+        auditlog_close(l);
+
+        /* the head deleted */
+        spit(path, pristine);
+        exec_sql("DELETE FROM signed WHERE name = 'head'");
+        assert_open_refused(&opt, -EBADMSG, "truncated or altered");
+
+        /* the intact file opens; a missing one is not created unless asked */
+        spit(path, pristine);
+        assert_int_equal(auditlog_open(path, false, &opt, key, &l), 0);
+        assert_int_equal(assert_log(public_key(key)), auditlog_last_seq(l));
+        auditlog_close(l);
+        char missing[160];
+        snprintf(missing, sizeof(missing), "%s/none.db", dir);
+        l = (AuditLog *) 0x1;
+        assert_int_equal(auditlog_open(missing, false, &opt, key, &l), -ENOENT);
+        assert_ptr_equal(l, (AuditLog *) 0x1);
+        assert_int_equal(access(missing, F_OK), -1);
+        free(pristine.p);
+}
+
+/* The writer's recovery after a failure closed the log: only the same file, and only while it
+ * holds the chain the broker wrote. */
+static void test_reopen_after_a_failure(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        AuditLogMark mark, old;
+        char other[160], aside[160], older[160];
+        int64_t t = now_unix_ms();
+        Bytes b;
+
+        snprintf(other, sizeof(other), "%s/other.db", dir);
+        snprintf(aside, sizeof(aside), "%s/aside.db", dir);
+        snprintf(older, sizeof(older), "%s/older.db", dir);
+        assert_int_equal(append(l, 2, "grant", t, false, t), 0);
+        auditlog_mark(l, &old);
+        auditlog_close(l);
+        b = slurp(path);
+        spit(older, b); /* a backup: ours, but behind */
+        free(b.p);
+        l = open_log(&opt, key);
+        assert_int_equal(append(l, 2, "grant", t, false, t), 0);
+        auditlog_mark(l, &mark);
+        assert_int_equal(mark.seq, 5);
+        assert_string_equal(mark.hash, auditlog_last_hash(l));
+        auditlog_close(l);
+
+        /* the same file, where we left it */
+        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), 0);
+        assert_int_equal(auditlog_last_seq(l), 5);
+        auditlog_close(l);
+
+        /* moved away: not there, and not created; moved back: the same file again */
+        assert_int_equal(rename(path, aside), 0);
+        l = (AuditLog *) 0x1;
+        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ENOENT);
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(rename(aside, path), 0);
+        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), 0);
+        auditlog_close(l);
+
+        /* a commit reported as failed may still have reached the disk: records after the mark
+         * continue our chain */
+        assert_int_equal(auditlog_reopen(path, &opt, key, &old, &l), 0);
+        assert_int_equal(auditlog_last_seq(l), 5);
+        auditlog_close(l);
+
+        /* another file in its place, even a copy of ours, an older one, or another broker's
+         * log with more records: refused before a byte is written */
+        SigningKey *theirs = NULL;
+        assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &theirs), 0);
+        char keep[160];
+        snprintf(keep, sizeof(keep), "%s/keep.db", dir);
+        assert_int_equal(rename(path, keep), 0);
+        l = open_log(&opt, theirs); /* a log of another broker at the path */
+        assert_int_equal(append(l, 20, "grant", t, false, t), 0);
+        auditlog_close(l);
+        assert_int_equal(rename(path, other), 0);
+        assert_int_equal(rename(keep, path), 0);
+        signing_key_unref(theirs);
+
+        const char *impostors[] = {other, older};
+        for (size_t i = 0; i < ELEMENTSOF(impostors); i++) {
+                Bytes ours = slurp(path), before;
+                spit(keep, ours);
+                assert_int_equal(rename(impostors[i], path), 0);
+                before = slurp(path);
+                l = (AuditLog *) 0x1;
+                assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ESTALE);
+                assert_ptr_equal(l, (AuditLog *) 0x1);
+                Bytes after = slurp(path);
+                assert_int_equal(after.n, before.n);
+                assert_memory_equal(after.p, before.p, before.n);
+
+                /* the same bytes as ours under another inode: still not the file we wrote */
+                spit(path, ours);
+                assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ESTALE);
+                free(ours.p);
+                free(before.p);
+                free(after.p);
+        }
+
+        /* the same file, cut behind the mark */
+        AuditLogMark now_mark;
+        l = open_log(&opt, key); /* a new file at the path: take its mark */
+        assert_int_equal(append(l, 3, "grant", t, false, t), 0);
+        auditlog_mark(l, &now_mark);
+        auditlog_close(l);
+        exec_sql("DELETE FROM records WHERE seq = (SELECT MAX(seq) FROM records)");
+        capture_begin();
+        l = (AuditLog *) 0x1;
+        int r = auditlog_reopen(path, &opt, key, &now_mark, &l);
+        free(capture_end());
+        assert_int_equal(r, -EBADMSG);
+}
+
+static void test_file_replaced(void **state)
+{
+        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        AuditLog *l = open_log(&opt, key);
+        char moved[160], copy[160];
+
+        snprintf(moved, sizeof(moved), "%s/moved.db", dir);
+        snprintf(copy, sizeof(copy), "%s/copy.db", dir);
+        assert_false(auditlog_file_replaced(l));
+        assert_int_equal(rename(path, moved), 0);
+        assert_true(auditlog_file_replaced(l)); /* gone */
+        assert_int_equal(rename(moved, path), 0);
+        assert_false(auditlog_file_replaced(l)); /* back: the same inode */
+
+        Bytes b = slurp(path);
+        spit(copy, b);
+        free(b.p);
+        assert_int_equal(rename(copy, path), 0);
+        assert_true(auditlog_file_replaced(l)); /* the same bytes, another file */
+        auditlog_close(l);
+}
+
+/* ---- retention ---------------------------------------------------------------------------- */
+
+static void test_prune_in_chunks_with_a_signed_anchor(void **state)
+{
+        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        AuditLog *l = open_log(&opt, key);
+        Row first = row(1);
+        int64_t t0 = first.time_ms, old = t0 + 1000, young = t0 + 2 * DAY_MS, now = young + 1;
+        char hash[4][AUDIT_HASH_HEX], prev[AUDIT_HASH_HEX];
+        const int64_t through[4] = {0, 10000, 20000, 25001};
+        bool more = true;
+
+        row_done(&first);
+        /* seq 1 audit_key, 2..25001 old, 25002..25004 within the retention */
+        for (int i = 0; i < 25; i++)
+                assert_int_equal(append(l, 1000, "grant", old, false, old), 0);
+        assert_int_equal(append(l, 3, "grant", young, false, young), 0);
+        assert_int_equal(auditlog_last_seq(l), 25004);
+        for (int i = 1; i < 4; i++) {
+                Row r = row(through[i]);
+                memcpy(hash[i], r.hash, AUDIT_HASH_HEX);
+                row_done(&r);
+        }
+
+        for (int i = 1; i < 4; i++) {
+                snprintf(prev, sizeof(prev), "%s", auditlog_last_hash(l));
+                int64_t pruned_seq = 25004 + i;
+
+                assert_int_equal(auditlog_prune(l, now, &more), 0);
+                assert_int_equal(more, i < 3); /* at most 10000 per call */
+                assert_int_equal(query("SELECT MIN(seq) FROM records"), through[i] + 1);
+
+                Signed anchor = signed_row("anchor");
+                assert_true(anchor.present);
+                assert_int_equal(anchor.seq, through[i]);
+                assert_string_equal(anchor.hash, hash[i]);
+                assert_string_equal(anchor.key_id, key->kid);
+                assert_string_equal(anchor.pub, public_key(key));
+
+                Row r = assert_record(pruned_seq, prev);
+                assert_string_equal(r.event, "audit_pruned");
+                assert_int_equal(num(r.body, "through_seq"), through[i]);
+                assert_string_equal(str(r.body, "through_hash"), hash[i]);
+                assert_int_equal(num(r.body, "records"), through[i] - through[i - 1]);
+                assert_int_equal(num(r.body, "retention_s"), 86400);
+                assert_int_equal(r.time_ms, now);
+                row_done(&r);
+                assert_state(l, pruned_seq);
+                assert_int_equal(assert_log(public_key(key)), pruned_seq);
+        }
+
+        /* nothing more is old enough: no change, no record */
+        assert_int_equal(auditlog_prune(l, now, &more), 0);
+        assert_false(more);
+        assert_int_equal(auditlog_last_seq(l), 25007);
+        assert_int_equal(n_rows(), 3 + 3);
+        auditlog_close(l);
+
+        /* The pruned log reopens and goes on. Its audit_key record was pruned (the anchor
+         * names the key), so the reopen names the key in the chain again, once. */
+        l = open_log(&opt, key);
+        assert_int_equal(auditlog_last_seq(l), 25008);
+        Row named = row(25008);
+        assert_string_equal(named.event, "audit_key");
+        assert_string_equal(str(named.body, "key_id"), key->kid);
+        row_done(&named);
+        assert_int_equal(append(l, 1, "grant", now, false, now), 0);
+        assert_int_equal(assert_log(public_key(key)), 25009);
+        auditlog_close(l);
+        l = open_log(&opt, key);
+        assert_int_equal(auditlog_last_seq(l), 25009);
+        auditlog_close(l);
+
+        /* no retention: never pruned */
+        AuditLogOptions keep = options(1000000, YEAR_MS, 0);
+        l = open_log(&keep, key);
+        assert_int_equal(auditlog_prune(l, now + 100 * YEAR_MS, &more), 0);
+        assert_false(more);
+        assert_int_equal(n_rows(), 8);
+        auditlog_close(l);
+}
+
+static void test_prune_keeps_the_newest_record(void **state)
+{
+        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms() + 1000, later = t + 10 * DAY_MS;
+        bool more = true;
+
+        assert_int_equal(append(l, 5, "grant", t, false, t), 0); /* seq 2..6, all old later */
+        Row newest = row(6);
+        assert_int_equal(auditlog_prune(l, later, &more), 0);
+        assert_false(more);
+        assert_int_equal(signed_row("anchor").seq, 5);
+        Row kept = row(6);
+        assert_string_equal(kept.hash, newest.hash);
+        assert_string_equal(kept.text, newest.text);
+        Row pruned = row(7);
+        assert_string_equal(pruned.event, "audit_pruned");
+        assert_int_equal(n_rows(), 2);
+        assert_int_equal(assert_log(public_key(key)), 7);
+        row_done(&newest);
+        row_done(&kept);
+        row_done(&pruned);
+        auditlog_close(l);
+}
+
+/* A stretch someone rewrote (here: one record edited and re-hashed, as an attacker backdating
+ * records to get them pruned would) is not pruned: pruning would sign an anchor over the
+ * forgery and erase its traces. */
+static void test_prune_refuses_a_stretch_that_does_not_verify(void **state)
+{
+        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms() + 1000, later = t + 10 * DAY_MS;
+        bool more = true;
+        sqlite3 *db = NULL;
+
+        assert_int_equal(append(l, 5, "grant", t, false, t), 0); /* seq 2..6 */
+        Row before = row(3);
+        /* edit seq 3 and fix its stored hash, so only the link from seq 4 betrays it */
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db,
+                                      "UPDATE records SET body = replace(body, '\"grant\"', "
+                                      "'\"deny\"') WHERE seq = 3",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        Row edited = row(3);
+        char h[AUDIT_HASH_HEX];
+        audit_hash_hex(edited.text, strlen(edited.text), h);
+        char *sql = sqlite3_mprintf("UPDATE records SET hash = %Q WHERE seq = 3", h);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_free(sql);
+        sqlite3_close(db);
+
+        capture_begin();
+        int r = auditlog_prune(l, later, &more);
+        _cleanup_free_ char *log = capture_end();
+        assert_int_equal(r, -EBADMSG);
+        assert_false(more);
+        assert_logged(log, "do not verify; not pruning");
+        assert_int_equal(n_rows(), 6); /* nothing deleted, no anchor */
+        assert_false(signed_row("anchor").present);
+        row_done(&before);
+        row_done(&edited);
+        auditlog_close(l);
+}
+
+/* ---- a write that fails ------------------------------------------------------------------- */
+
+/* RLIMIT_FSIZE fails every file write past the limit with EFBIG, for root too, so SQLite can
+ * write neither its WAL nor the database: a disk that refuses writes, on demand. */
+static struct rlimit saved_fsize;
+
+static void writes_fail(void)
+{
+        struct rlimit rl;
+
+        capture_begin();
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
+        rl = saved_fsize;
+        rl.rlim_cur = 1;
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+/* Restores writes; returns what was logged meanwhile (free()). */
+static char *writes_work(void)
+{
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
+        return capture_end();
+}
+
+typedef struct Snapshot {
+        uint64_t seq;
+        char hash[AUDIT_HASH_HEX];
+        int64_t rows, deadline;
+        Signed head, anchor;
+} Snapshot;
+
+static Snapshot snapshot(AuditLog *l)
+{
+        Snapshot s = {.seq = auditlog_last_seq(l),
+                      .rows = n_rows(),
+                      .deadline = auditlog_checkpoint_deadline(l),
+                      .head = signed_row("head"),
+                      .anchor = signed_row("anchor")};
+
+        snprintf(s.hash, sizeof(s.hash), "%s", auditlog_last_hash(l));
+        return s;
+}
+
+static void assert_same_signed(const Signed *a, const Signed *b)
+{
+        assert_int_equal(a->present, b->present);
+        assert_int_equal(a->seq, b->seq);
+        assert_string_equal(a->hash, b->hash);
+        assert_string_equal(a->time, b->time);
+        assert_string_equal(a->sig, b->sig);
+}
+
+static void assert_unchanged(AuditLog *l, const Snapshot *s)
+{
+        Snapshot now = snapshot(l);
+
+        assert_int_equal(now.seq, s->seq);
+        assert_string_equal(now.hash, s->hash);
+        assert_int_equal(now.rows, s->rows); /* no partial rows */
+        assert_int_equal(now.deadline, s->deadline);
+        assert_int_equal(query("SELECT MAX(seq) FROM records"), (int64_t) s->seq);
+        assert_same_signed(&now.head, &s->head);
+        assert_same_signed(&now.anchor, &s->anchor);
+}
+
+static void test_failed_writes_change_nothing(void **state)
+{
+        AuditLogOptions opt = options(1000, 10000, DAY_MS);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms() + 1000;
+        bool more = false;
+        Snapshot s;
+        int r;
+
+        signal(SIGXFSZ, SIG_IGN);
+        assert_int_equal(append(l, 300, "grant", t, false, t), 0);
+        s = snapshot(l);
+
+        /* a batch large enough to need new pages; the failure names the database */
+        writes_fail();
+        r = append(l, 300, "grant", t + 1, false, t + 1);
+        _cleanup_free_ char *log1 = writes_work();
+        assert_true(r < 0);
+        assert_unchanged(l, &s);
+        assert_logged(log1, path);
+
+        /* the same failure again is not logged again: a fault must not flood the log at
+         * whatever rate callers send */
+        writes_fail();
+        r = append(l, 300, "grant", t + 1, false, t + 1);
+        _cleanup_free_ char *log2 = writes_work();
+        assert_true(r < 0);
+        assert_unchanged(l, &s);
+        assert_string_equal(log2, "");
+
+        /* a due checkpoint, alone */
+        writes_fail();
+        r = append(l, 0, NULL, 0, true, t + 20000);
+        free(writes_work());
+        assert_true(r < 0);
+        assert_unchanged(l, &s);
+
+        /* pruning: the anchor does not move, nothing is deleted */
+        writes_fail();
+        r = auditlog_prune(l, t + 2 * DAY_MS, &more);
+        free(writes_work());
+        assert_true(r < 0);
+        assert_unchanged(l, &s);
+
+        /* the same log works again, from where it stood */
+        assert_int_equal(append(l, 2, "grant", t + 2, false, t + 2), 0);
+        Row next = assert_record((int64_t) s.seq + 1, s.hash);
+        row_done(&next);
+        assert_int_equal(assert_log(public_key(key)), (int64_t) s.seq + 2);
+        auditlog_close(l);
+
+        /* and what is on disk is exactly what committed */
+        l = open_log(&opt, key);
+        assert_int_equal(auditlog_last_seq(l), s.seq + 2);
+        assert_int_equal(n_rows(), s.rows + 2);
+        auditlog_close(l);
+        signal(SIGXFSZ, SIG_DFL);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test_setup_teardown(test_new_log_starts_with_audit_key, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_appends_are_chained_over_the_stored_body, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_checkpoint_every_n_records, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_checkpoint_after_interval, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_force_checkpoint_only_when_records_are_uncovered,
+                                            setup, teardown),
+            cmocka_unit_test_setup_teardown(test_reopen_continues_the_chain, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_reopen_refuses_a_truncated_or_altered_log, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_reopen_after_a_failure, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_file_replaced, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_prune_in_chunks_with_a_signed_anchor, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_prune_keeps_the_newest_record, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_prune_refuses_a_stretch_that_does_not_verify,
+                                            setup, teardown),
+            cmocka_unit_test_setup_teardown(test_failed_writes_change_nothing, setup, teardown),
+        };
+
+        if (sodium_init() < 0 || signer_init() < 0)
+                return 1;
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
