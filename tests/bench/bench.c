@@ -103,10 +103,10 @@ static int run_load(const char *socket, const char *audience, int threads, doubl
                 fprintf(stderr, "bench: load run failed\n");
                 return 1;
         }
-        printf("threads=%d tokens=%zu seconds=%.2f tokens_per_s=%.0f p50_us=%u p99_us=%u "
-               "max_us=%u\n",
-               threads, total, elapsed, total / elapsed, all[total / 2], all[total * 99 / 100],
-               all[total - 1]);
+        printf("threads=%d tokens=%zu seconds=%.2f tokens_per_s=%.0f p50_us=%u p90_us=%u "
+               "p99_us=%u p999_us=%u max_us=%u\n",
+               threads, total, elapsed, total / elapsed, all[total / 2], all[total * 9 / 10],
+               all[total * 99 / 100], all[total * 999 / 1000], all[total - 1]);
         free(all);
         free(w);
         return 0;
