@@ -1042,49 +1042,56 @@ class ExportTest(ChainTestCase):
         self.assertEqual(r.returncode, 1)
 
 
-class LargeExportTest(ChainTestCase):
-    """Constant memory and the progress line, on a log of 200,000 records: the real reference
-    log extended with records cloned from its grants, each hashed and linked as the daemon
-    would. (Its head is not re-signed, which no one but the daemon can do; export ignores it.)
-    Real requests would take ~30s at the ~6,000 grants/s this host reaches."""
+LARGE_N = 200_000
 
-    N = 200_000
+
+def large_log():
+    """A log of 200,000 records, built once: the real reference log extended with records
+    cloned from its grants, each hashed and linked as the daemon would. (Its head is not
+    re-signed, which no one but the daemon can do; export ignores it.) Real requests would
+    take ~30s at the ~6,000 grants/s this host reaches. Returns (path, the appended rows)."""
+    if "large" in REF:
+        return REF["large"]
+    db_path = copy_db(REF["db"], tempfile.mkdtemp(dir=REF["dir"]))
+    recs = ref_records()
+    grant = next(r for r in recs if r["event"] == "grant")
+    template = {k: v for k, v in grant.items() if k != "hash"}
+    prev, seq, t0 = recs[-1]["hash"], recs[-1]["seq"], time_ms(recs[-1]["time"])
+    rows = []
+    for i in range(LARGE_N - len(recs)):
+        seq += 1
+        ms = t0 + 1 + i // 50
+        template.update(seq=seq, prev_hash=prev, jti=f"j{seq:022d}",
+                        time=datetime.datetime.fromtimestamp(
+                            ms // 1000, datetime.timezone.utc).strftime(
+                            "%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z")
+        body = canonical(template)
+        prev = hashlib.sha256(body.encode()).hexdigest()
+        rows.append((seq, ms, "grant", body, prev))
+    db = sqlite3.connect(db_path)
+    with db:
+        db.executemany("INSERT INTO records VALUES (?,?,?,?,?)", rows)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    REF["large"] = (db_path, rows)
+    return REF["large"]
+
+
+class LargeExportTest(ChainTestCase):
+    """Constant memory and the progress line, on the large log."""
+
+    N = LARGE_N
     WINDOW = 20_000  # CSV and OCSF parse every record (~50,000/s): a window of the large log
     MEDIUM = 5_000   # enough to reach the steady state (ASan's quarantine included)
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="chain-large-")
-        cls.db = copy_db(REF["db"], cls.dir)
-        recs = ref_records()
-        grant = next(r for r in recs if r["event"] == "grant")
-        template = {k: v for k, v in grant.items() if k != "hash"}
-        prev, seq, t0 = recs[-1]["hash"], recs[-1]["seq"], time_ms(recs[-1]["time"])
-        rows = []
-        for i in range(cls.N - len(recs)):
-            seq += 1
-            ms = t0 + 1 + i // 50
-            template.update(seq=seq, prev_hash=prev, jti=f"j{seq:022d}",
-                            time=datetime.datetime.fromtimestamp(
-                                ms // 1000, datetime.timezone.utc).strftime(
-                                "%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z")
-            body = canonical(template)
-            prev = hashlib.sha256(body.encode()).hexdigest()
-            rows.append((seq, ms, "grant", body, prev))
-        db = sqlite3.connect(cls.db)
-        with db:
-            db.executemany("INSERT INTO records VALUES (?,?,?,?,?)", rows)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.close()
-        cls.n = seq
+        cls.db, rows = large_log()
+        cls.n = rows[-1][0]
         cls.since, cls.count = {}, {}
         for n in (cls.WINDOW, cls.MEDIUM):
             cls.since[n] = rows[-n][3].split('"time":"')[1][:24]
             cls.count[n] = sum(1 for r in rows if r[1] >= rows[-n][1])
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir, ignore_errors=True)
 
     def run_measured(self, db, fmt, *extra, tty=False):
         """Exports to /dev/null under GNU time (a child forked from this big Python process
@@ -1153,6 +1160,105 @@ class LargeExportTest(ChainTestCase):
         # small exports stay quiet on a terminal too
         _, err = self.run_measured(REF["db"], "jsonl", tty=True)
         self.assertEqual(err, b"")
+
+
+class ParallelVerifyTest(ChainTestCase):
+    """verify cuts a large input into chunks that threads check at once (a file at line starts,
+    a database by seq ranges). What it finds must not depend on the cut: a fault anywhere,
+    at a cut above all, is reported as the one-piece check reports it."""
+
+    THREADS = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db, _ = large_log()
+        r = ctl("audit", "export", "--database", cls.db, timeout=300)
+        assert r.returncode == 0, r.stderr
+        cls.jsonl = r.stdout
+        cls.starts = [0]  # byte offset of every line
+        at = cls.jsonl.find(b"\n")
+        while at != -1 and at + 1 < len(cls.jsonl):
+            cls.starts.append(at + 1)
+            at = cls.jsonl.find(b"\n", at + 1)
+
+    def file_cut(self, i):
+        """seq of the first line of chunk i, as verify cuts the file with THREADS threads: the
+        first line that starts at or after i/THREADS of its bytes."""
+        lo = len(self.jsonl) // self.THREADS * i
+        return next(n for n, at in enumerate(self.starts) if at >= lo) + 1
+
+    def write_lines(self, edit):
+        lines = jsonl_lines(self.jsonl)
+        edit(lines)
+        p = os.path.join(self.tmp, "export.jsonl")
+        with open(p, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return p
+
+    def verify_both_ways(self, *args):
+        """Runs verify in one piece and in THREADS pieces; they must say the same."""
+        one = self.verify(*args, "--threads", "1")
+        many = self.verify(*args, "--threads", str(self.THREADS))
+        self.assertEqual((one.returncode, one.stdout, one.stderr),
+                         (many.returncode, many.stdout, many.stderr))
+        return many
+
+    def test_intact_export_verifies_in_any_number_of_pieces(self):
+        self.assertGreater(len(self.jsonl), 8 << 20, "too small to be cut by default")
+        p = self.write_lines(lambda lines: None)
+        want = self.verify("--file", p, "--threads", "1")
+        self.assertIntact(want)
+        self.assertIn(f"{LARGE_N} records (seq 1..{LARGE_N})".encode(), want.stdout)
+        for t in ("2", "3", "16"):
+            r = self.verify("--file", p, "--threads", t)
+            self.assertEqual((r.returncode, r.stdout), (0, want.stdout), r.stderr)
+        r = self.verify("--file", p)  # the default: one thread per CPU for a file this large
+        self.assertEqual((r.returncode, r.stdout), (0, want.stdout), r.stderr)
+
+    def test_edited_line_mid_chunk(self):
+        seq = self.file_cut(2) + 1234
+
+        def edit(lines):
+            lines[seq - 1] = lines[seq - 1].replace('"jti":"j', '"jti":"k', 1)
+        self.assertCaught(self.verify_both_ways("--file", self.write_lines(edit)), seq,
+                          "record was edited")
+
+    def test_removed_line_at_each_cut(self):
+        for i in range(1, self.THREADS):
+            cut = self.file_cut(i)
+            for seq in (cut - 1, cut):  # the last line of one chunk, the first of the next
+                with self.subTest(cut=i, seq=seq):
+                    p = self.write_lines(lambda lines: lines.pop(seq - 1))
+                    self.assertCaught(self.verify_both_ways("--file", p), seq,
+                                      f"missing: the next line is seq {seq + 1}")
+
+    def test_lines_swapped_across_a_cut(self):
+        cut = self.file_cut(1)
+
+        def swap(lines):
+            lines[cut - 2], lines[cut - 1] = lines[cut - 1], lines[cut - 2]
+        self.assertCaught(self.verify_both_ways("--file", self.write_lines(swap)), cut - 1,
+                          f"missing: the next line is seq {cut}")
+
+    def test_database_faults_at_a_cut(self):
+        # by seq: chunk i of THREADS starts at 1 + i * (N / THREADS)
+        cut = 1 + LARGE_N // self.THREADS
+        db = self.copy(self.db)
+        sql(db, "UPDATE records SET body = replace(body, '\"jti\":\"j', '\"jti\":\"k') WHERE seq = ?",
+            cut)
+        self.assertCaught(self.verify_both_ways("--database", db), cut, "record was edited")
+        db = self.copy(self.db)
+        sql(db, "DELETE FROM records WHERE seq = ?", cut - 1)
+        self.assertCaught(self.verify_both_ways("--database", db), cut - 1,
+                          f"missing: the next record is seq {cut}", "rows deleted")
+
+    def test_threads_must_be_between_1_and_16(self):
+        for bad in ("0", "17", "-1", "four", "4x", ""):
+            with self.subTest(threads=bad):
+                r = self.verify("--file", "-", "--threads", bad)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn("--threads must be between 1 and 16", r.stderr)
+                self.assertEqual(r.stdout, b"")
 
 
 # --- 6. retention -------------------------------------------------------------------------
