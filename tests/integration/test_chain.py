@@ -1081,7 +1081,7 @@ class LargeExportTest(ChainTestCase):
     """Constant memory and the progress line, on the large log."""
 
     N = LARGE_N
-    WINDOW = 20_000  # CSV and OCSF parse every record (~50,000/s): a window of the large log
+    WINDOW = 20_000  # CSV and OCSF are slower than JSONL (~200,000/s): a window of the large log
     MEDIUM = 5_000   # enough to reach the steady state (ASan's quarantine included)
 
     @classmethod
