@@ -322,12 +322,15 @@ int main(int argc, char **argv)
                 /* The command's own options, anywhere after it. */
                 int sub_argc = argc - optind;
                 char **sub_argv = argv + optind;
-                optind = 0; /* glibc: start a fresh scan */
+                char *command = sub_argv[0];
+                optind = 0;            /* glibc: start a fresh scan */
+                sub_argv[0] = argv[0]; /* getopt's messages name argv[0] */
                 r = parse_options(sub_argc, sub_argv, "h", &a);
+                sub_argv[0] = command;
                 if (r >= 0)
                         return r;
                 w = sub_argv + optind - 1;
-                w[0] = sub_argv[0];
+                w[0] = command;
                 n = sub_argc - optind + 1;
         }
 

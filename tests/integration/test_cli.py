@@ -32,6 +32,14 @@ class ExitCodeTest(BrokerTestCase):
             self.assertEqual(r.returncode, 1, f"{args}: {r.stdout} {r.stderr}")
             self.assertTrue(r.stderr.strip(), f"{args}: no message on stderr")
 
+    def test_unknown_options_are_named_by_the_program(self):
+        for args in (["--bogus-flag", "ping"], ["audit", "export", "--bogus-flag"],
+                     ["audit", "verify", "-o", "x"]):
+            r = run(*args)
+            self.assertEqual(r.returncode, 1, f"{args}: {r.stderr}")
+            first = r.stderr.splitlines()[0]
+            self.assertRegex(first, r"^\S*brokerctl: (unrecognized|invalid) option", args)
+
     def test_1_bad_request_from_broker(self):
         r = self.b.token(audience="x" * 2000)
         self.assertEqual(r.returncode, 1, r.stderr)
