@@ -1,7 +1,11 @@
+/* Shared by brokerctl audit export and verify: opening a log read-only, and how many threads
+ * to read it with. */
 #include <stdio.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "audit_tool.h"
+#include "macro.h"
 
 sqlite3 *audit_db_open(const char *path)
 {
@@ -27,4 +31,14 @@ sqlite3 *audit_db_open(const char *path)
         }
         sqlite3_busy_timeout(db, 5000);
         return db;
+}
+
+size_t audit_thread_count(const AuditToolArgs *a, uint64_t size, uint64_t per_thread_min)
+{
+        size_t n;
+
+        if (a->threads > 0)
+                return (size_t) MIN(a->threads, AUDIT_THREADS_MAX);
+        n = MAX(1u, MIN((size_t) sysconf(_SC_NPROCESSORS_ONLN), (size_t) AUDIT_THREADS_MAX));
+        return size < per_thread_min * n ? 1 : n;
 }

@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define AUDIT_PINS_MAX    16
 #define AUDIT_THREADS_MAX 16
@@ -17,7 +18,7 @@ typedef struct AuditToolArgs {
         const char *output;               /* NULL: stdout */
         const char *pins[AUDIT_PINS_MAX]; /* verify: accepted audit public keys (base64url) */
         size_t n_pins;
-        int threads; /* verify: 0 = one per CPU for a large input */
+        int threads; /* 0: one per CPU for a large input */
 } AuditToolArgs;
 
 int audit_export(const AuditToolArgs *a);
@@ -25,3 +26,7 @@ int audit_verify(const AuditToolArgs *a);
 
 /* Opens the database read-only; prints why not and returns NULL on failure. */
 sqlite3 *audit_db_open(const char *path);
+
+/* --threads, or one per CPU once the input (`size` units) is large enough to gain from them:
+ * per_thread_min units for each. */
+size_t audit_thread_count(const AuditToolArgs *a, uint64_t size, uint64_t per_thread_min);

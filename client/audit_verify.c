@@ -435,17 +435,6 @@ static void print_keys(const Verifier *v)
                        "--audit-key\n");
 }
 
-/* --threads, or one per CPU once the input is large enough to gain from them. */
-static size_t thread_count(const AuditToolArgs *a, uint64_t size, uint64_t per_thread_min)
-{
-        size_t n;
-
-        if (a->threads > 0)
-                return (size_t) MIN(a->threads, AUDIT_THREADS_MAX);
-        n = MAX(1u, MIN((size_t) sysconf(_SC_NPROCESSORS_ONLN), (size_t) AUDIT_THREADS_MAX));
-        return size < per_thread_min * n ? 1 : n;
-}
-
 static void run_chunks(Chunk *chunks, size_t n, void *(*fn)(void *) )
 {
         pthread_t threads[AUDIT_THREADS_MAX];
@@ -566,7 +555,7 @@ static int verify_database(const AuditToolArgs *a)
         if (anchor.present)
                 key_add(&v, (uint64_t) lo, anchor.kid, anchor.pub);
 
-        n_threads = thread_count(a, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
+        n_threads = audit_thread_count(a, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
         n_threads = MIN(n_threads, (size_t) (hi - lo + 1));
         for (size_t i = 0; i < n_threads; i++) {
                 int64_t span = (hi - lo + 1) / (int64_t) n_threads;
@@ -808,7 +797,8 @@ static int verify_file(const AuditToolArgs *a)
                 if (!S_ISREG(st.st_mode)) /* a pipe: read once, in one piece */
                         chunks[0] = (Chunk){.path = a->file, .in = f};
                 else {
-                        n_threads = thread_count(a, (uint64_t) st.st_size, PARALLEL_BYTES_MIN);
+                        n_threads =
+                            audit_thread_count(a, (uint64_t) st.st_size, PARALLEL_BYTES_MIN);
                         n_threads = MIN(n_threads, (size_t) MAX(st.st_size, 1));
                         if (split_file(f, a->file, st.st_size, chunks, n_threads) < 0) {
                                 fprintf(stderr, "brokerctl: cannot read %s: %m\n", a->file);

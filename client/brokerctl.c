@@ -37,7 +37,7 @@ static void usage(FILE *f)
             "revoke KID\n"
             "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
             "                         [--event EVENT] [--format jsonl|csv|ocsf] "
-            "[--output FILE]\n"
+            "[--output FILE] [--threads N]\n"
             "  brokerctl audit verify --database PATH | --file EXPORT.jsonl [--audit-key KEY]...\n"
             "                         [--threads N]\n"
             "\n"
