@@ -53,6 +53,7 @@ _printf_(3, 4) static void problem_at(Problem *p, uint64_t seq, const char *fmt,
 /* A checkpoint or audit_key record, checked in order once the chain is known to hold. */
 typedef struct Special {
         uint64_t seq;
+        char prev[AUDIT_HASH_HEX]; /* the prev_hash the chain was linked with */
         char *body;
 } Special;
 
@@ -158,14 +159,21 @@ static bool statement_ok(Verifier *v, const char *type, uint64_t seq, const char
         return false;
 }
 
-/* An audit_key or checkpoint record whose hash and link are already verified. */
-static void check_special(Verifier *v, uint64_t seq, const char *body)
+/* An audit_key, audit_pruned or checkpoint record whose hash and link are already verified;
+ * `prev` is the prev_hash it was linked with. Read here with jansson, it must have no member
+ * twice: two readers that pick different copies (SQLite the first, jansson the last) could
+ * otherwise be shown different records under one hash. */
+static void check_special(Verifier *v, uint64_t seq, const char *prev, const char *body)
 {
-        _cleanup_(json_decrefp) json_t *rec = json_loads(body, 0, NULL);
+        _cleanup_(json_decrefp) json_t *rec = json_loads(body, JSON_REJECT_DUPLICATES, NULL);
         const char *event = json_string_value(json_object_get(rec, "event"));
 
-        if (!event)
+        if (!event) {
+                problem_at(&v->problem, seq,
+                           "record is not a JSON object with an event, or has "
+                           "a member twice");
                 return;
+        }
         if (strcmp(event, "audit_key") == 0) {
                 key_add(v, seq, json_string_value(json_object_get(rec, "key_id")),
                         json_string_value(json_object_get(rec, "public_key")));
@@ -192,9 +200,9 @@ static void check_special(Verifier *v, uint64_t seq, const char *body)
         const char *chash = json_string_value(json_object_get(cp, "hash"));
         const char *kid = json_string_value(json_object_get(cp, "key_id"));
 
-        /* It signs the record right before it, whose hash this record's prev_hash holds. */
+        /* It signs the record right before it: the hash the chain links this record to. */
         if (!json_is_integer(cseq) || (uint64_t) json_integer_value(cseq) != seq - 1 || !chash ||
-            strcmp(chash, json_string_value(json_object_get(rec, "prev_hash")) ?: "") != 0) {
+            strcmp(chash, prev) != 0) {
                 problem_at(&v->problem, seq, "checkpoint does not sign the record before it");
                 return;
         }
@@ -218,7 +226,7 @@ static void check_special(Verifier *v, uint64_t seq, const char *body)
         v->last_checkpoint_seq = seq;
 }
 
-static int chunk_add_special(Chunk *c, uint64_t seq, const char *body)
+static int chunk_add_special(Chunk *c, uint64_t seq, const char *prev, const char *body)
 {
         if (c->n_specials == c->cap_specials) {
                 size_t cap = c->cap_specials ? c->cap_specials * 2 : 64;
@@ -229,6 +237,7 @@ static int chunk_add_special(Chunk *c, uint64_t seq, const char *body)
                 c->cap_specials = cap;
         }
         c->specials[c->n_specials].seq = seq;
+        snprintf(c->specials[c->n_specials].prev, AUDIT_HASH_HEX, "%s", prev);
         c->specials[c->n_specials].body = strdup(body);
         if (!c->specials[c->n_specials].body)
                 return -ENOMEM;
@@ -257,7 +266,7 @@ static bool chunk_take(Chunk *c, uint64_t seq, const char *event, const char *pr
                            (unsigned long long) (seq - 1));
                 return false;
         }
-        if (is_special(event) && chunk_add_special(c, seq, body) < 0) {
+        if (is_special(event) && chunk_add_special(c, seq, prev, body) < 0) {
                 problem_at(&c->problem, seq, "out of memory");
                 return false;
         }
@@ -493,7 +502,7 @@ static void check_specials(Verifier *v, Chunk *chunks, size_t n)
         qsort(all, k, sizeof(Special), cmp_special);
         for (size_t i = 0; i < k; i++) {
                 if (!v->problem.set || all[i].seq < v->problem.seq)
-                        check_special(v, all[i].seq, all[i].body);
+                        check_special(v, all[i].seq, all[i].prev, all[i].body);
                 free(all[i].body);
         }
         free(all);
@@ -661,6 +670,11 @@ static bool file_line(Chunk *c, sqlite3_stmt *st, char *line, size_t len, size_t
         uint64_t seq;
         bool ok;
 
+        /* The hash covers the line up to a NUL only: what follows one would go unchecked. */
+        if (memchr(line, 0, len)) {
+                problem_at(&c->problem, expect, "line %zu holds a NUL byte", lineno);
+                return false;
+        }
         if (!split_line(line, len, &stored)) {
                 problem_at(&c->problem, expect,
                            "line %zu is not an exported record "
@@ -741,7 +755,7 @@ static void *file_chunk_main(void *userdata)
                 lineno++;
                 if (line[n - 1] == '\n')
                         line[--n] = 0;
-                if (n > 0 && !file_line(c, st, line, (size_t) n, lineno))
+                if (!file_line(c, st, line, (size_t) n, lineno)) /* blank lines too */
                         break;
         }
         if (!c->problem.set && ferror(f))

@@ -737,9 +737,11 @@ class VerifyDatabaseTest(ChainTestCase):
 
     def test_verify_does_not_change_the_database(self):
         db = self.copy()
-        before = open(db, "rb").read()
+        with open(db, "rb") as f:
+            before = f.read()
         self.assertIntact(self.verify("--database", db))
-        self.assertEqual(open(db, "rb").read(), before)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), before)
 
 
 # --- 4. verify --file on an export ----------------------------------------------------------
@@ -803,6 +805,53 @@ class VerifyFileTest(ChainTestCase):
         lines[seq - 1], lines[seq] = lines[seq], lines[seq - 1]
         r = self.verify("--file", self.write(b"".join(lines)))
         self.assertCaught(r, seq, f"missing: the next line is seq {seq + 1}", "reordered")
+
+    def test_checkpoint_with_two_prev_hash_members(self):
+        """A record rewritten and the chain rebuilt, each checkpoint given its genuine prev_hash
+        a second time: a reader that takes the last copy (jansson) sees the signed hash, the
+        chain (SQLite) the first. Caught at the next checkpoint, pinned key or not, in a file
+        and in a database."""
+        target = self.seqs("grant")[1]
+        cp = min(s for s in self.seqs("checkpoint") if s > target)
+        lines, prev = [], None
+        for line in jsonl_lines(REF["jsonl"]):
+            body = line[:line.rindex(',"hash":"')] + "}"
+            rec = json.loads(body)
+            if rec["seq"] == target:
+                body = body.replace(rec["subject"], "spiffe://test/uid/forged")
+            if prev is not None:
+                real = '"prev_hash":"%s"' % rec["prev_hash"]
+                forged = '"prev_hash":"%s"' % prev
+                body = body.replace(real, forged + ("," + real if rec["event"] == "checkpoint"
+                                                    else ""), 1)
+            h = hashlib.sha256(body.encode()).hexdigest()
+            if rec["seq"] >= target:
+                prev = h
+            lines.append((rec["seq"], body, h))
+        data = "".join(b[:-1] + ',"hash":"' + h + '"}\n' for _, b, h in lines).encode()
+        p = self.write(data)
+        for pin in ((), ("--audit-key", REF["status"]["audit"]["public_key"])):
+            self.assertCaught(self.verify("--file", p, *pin), cp, "member twice")
+        db = self.copy()
+        for seq, body, h in lines[target - 1:]:
+            sql(db, "UPDATE records SET body = ?, hash = ? WHERE seq = ?", body, h, seq)
+        self.assertCaught(self.verify("--database", db), cp, "member twice")
+
+    def test_nul_byte_hides_text_after_it(self):
+        # the hash covers the line up to the NUL; what follows it must not pass unread
+        seq = self.seqs("grant")[0]
+        lines = self.lines()
+        body, tail = lines[seq - 1].split(b',"hash":"')
+        lines[seq - 1] = body + b'\x00{"note":"granted to someone else"},"hash":"' + tail
+        r = self.verify("--file", self.write(b"".join(lines)))
+        self.assertCaught(r, seq, f"line {seq} holds a NUL byte")
+
+    def test_blank_line(self):
+        seq = self.seqs("deny")[0]
+        lines = self.lines()
+        lines.insert(seq - 1, b"\n")
+        r = self.verify("--file", self.write(b"".join(lines)))
+        self.assertCaught(r, seq, f"line {seq} is not an exported record")
 
     def test_line_pretty_printed(self):
         seq = self.seqs("grant")[0]
