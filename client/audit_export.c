@@ -179,17 +179,20 @@ static const char *host_name(void)
         return name;
 }
 
-/* The contiguous seq range of a time window: a window export is a piece of the chain and still
- * verifies. Records are in time order except across a wall-clock jump back, where the range
- * may include a few records stamped outside the window. */
-static int seq_window(sqlite3 *db, int64_t since, int64_t until, int64_t *ret_lo, int64_t *ret_hi)
+/* The contiguous seq range of a time window, and how many records it holds: a window export
+ * is a piece of the chain and still verifies. Records are in time order except across a
+ * wall-clock jump back, where the range may include a few records stamped outside the window. */
+static int seq_window(sqlite3 *db, int64_t since, int64_t until, int64_t *ret_lo, int64_t *ret_hi,
+                      uint64_t *ret_count)
 {
         sqlite3_stmt *st = NULL;
         int rc;
 
         if (sqlite3_prepare_v2(db,
-                               "SELECT (SELECT MIN(seq) FROM records WHERE time_ms >= ?1), "
-                               "(SELECT MAX(seq) FROM records WHERE time_ms < ?2)",
+                               "SELECT lo, hi, (SELECT COUNT(*) FROM records WHERE seq BETWEEN lo "
+                               "AND hi) FROM (SELECT (SELECT MIN(seq) FROM records WHERE time_ms "
+                               ">= ?1) AS lo, (SELECT MAX(seq) FROM records WHERE time_ms < ?2) "
+                               "AS hi)",
                                -1, &st, NULL) != SQLITE_OK)
                 return -EIO;
         sqlite3_bind_int64(st, 1, since);
@@ -200,6 +203,7 @@ static int seq_window(sqlite3 *db, int64_t since, int64_t until, int64_t *ret_lo
                             sqlite3_column_type(st, 1) == SQLITE_NULL;
                 *ret_lo = none ? 1 : sqlite3_column_int64(st, 0);
                 *ret_hi = none ? 0 : sqlite3_column_int64(st, 1);
+                *ret_count = none ? 0 : (uint64_t) sqlite3_column_int64(st, 2);
         }
         sqlite3_finalize(st);
         return rc == SQLITE_ROW ? 0 : -EIO;
@@ -264,9 +268,32 @@ static void reader_close(Reader *r)
         *r = (Reader){};
 }
 
-/* Writes the records with seq lo..hi to out; counts them in *rows. On failure, the message. */
-static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, char *err,
-                  size_t err_size)
+static void progress(bool on, uint64_t done, uint64_t total, bool last)
+{
+        if (!on)
+                return;
+        fprintf(stderr, "\rbrokerctl: exported %llu of %llu records%s", (unsigned long long) done,
+                (unsigned long long) total, last ? "\n" : "");
+}
+
+/* Export-wide progress: a line each PROGRESS_STEP records, when stderr is a terminal. */
+#define PROGRESS_STEP 100000
+typedef struct Progress {
+        bool on;
+        uint64_t done, total;
+} Progress;
+
+static void progress_add(Progress *p, uint64_t n)
+{
+        if (p->done / PROGRESS_STEP != (p->done + n) / PROGRESS_STEP)
+                progress(p->on, p->done + n, p->total, false);
+        p->done += n;
+}
+
+/* Writes the records with seq lo..hi to out; counts them in *rows (and in p, if given). On
+ * failure, the message. */
+static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, Progress *p,
+                  char *err, size_t err_size)
 {
         int rc;
 
@@ -274,6 +301,8 @@ static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, 
         sqlite3_bind_int64(r->st, 2, hi);
         while ((rc = sqlite3_step(r->st)) == SQLITE_ROW) {
                 (*rows)++;
+                if (p)
+                        progress_add(p, 1);
                 if (r->format == FORMAT_CSV) {
                         csv_row(out, r->st);
                         continue;
@@ -307,11 +336,15 @@ static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, 
  * CSV and OCSF rows are built by SQLite's JSON functions at about 200,000 a second on one core.
  * A large export is cut into blocks of BLOCK_RECORDS seqs; worker i renders blocks i, i + n,
  * i + 2n, ... into memory, and the main thread writes them out in order. A worker renders its
- * next block while the last waits, and no further: memory stays at two blocks a worker. */
+ * next block while the last waits, and no further: memory stays at two blocks a worker.
+ *
+ * Each connection reads in a transaction of its own, so each sees one snapshot of the log. The
+ * daemon only appends (after the window) and prunes (from the start), so the snapshots agree
+ * on the window exactly when they hold the same number of records in it: a worker checks that
+ * before it renders anything. */
 
 #define BLOCK_RECORDS        500   /* divides the progress step: the line counts exactly */
 #define PARALLEL_RECORDS_MIN 20000 /* per thread; below it one thread is faster */
-#define PROGRESS_STEP        100000
 
 typedef struct Block {
         char *text;
@@ -336,6 +369,7 @@ struct Export {
         Format format;
         const char *sql;
         int64_t lo, hi;
+        uint64_t count; /* records in lo..hi, as the main connection's snapshot holds them */
         uint64_t n_blocks;
         size_t n_workers;
         pthread_mutex_t lock;
@@ -346,8 +380,33 @@ struct Export {
 
 static void block_range(const Export *x, uint64_t b, int64_t *lo, int64_t *hi)
 {
+        /* only dense windows are cut (count == hi - lo + 1), so b * BLOCK_RECORDS < count */
         *lo = x->lo + (int64_t) (b * BLOCK_RECORDS);
-        *hi = MIN(x->hi, *lo + BLOCK_RECORDS - 1);
+        *hi = (uint64_t) x->hi - (uint64_t) *lo < BLOCK_RECORDS ? x->hi : *lo + BLOCK_RECORDS - 1;
+}
+
+/* Starts the reader's snapshot; EXIT_OK when it holds the window as the main thread saw it. */
+static int snapshot_matches(const Export *x, Reader *r, char *err, size_t err_size)
+{
+        sqlite3_stmt *st = NULL;
+        int ret = EXIT_OTHER;
+
+        if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(r->db, "SELECT COUNT(*) FROM records WHERE seq BETWEEN ? AND ?", -1,
+                               &st, NULL) != SQLITE_OK) {
+                snprintf(err, err_size, "reading %s failed: %s", r->database,
+                         sqlite3_errmsg(r->db));
+                return EXIT_OTHER;
+        }
+        sqlite3_bind_int64(st, 1, x->lo);
+        sqlite3_bind_int64(st, 2, x->hi);
+        if (sqlite3_step(st) == SQLITE_ROW && (uint64_t) sqlite3_column_int64(st, 0) == x->count)
+                ret = EXIT_OK;
+        else
+                snprintf(err, err_size,
+                         "the log changed under the export (records pruned?): export again");
+        sqlite3_finalize(st);
+        return ret;
 }
 
 /* Renders block b into memory. */
@@ -363,7 +422,7 @@ static void render_block(const Export *x, Reader *r, uint64_t b, Block *blk)
         }
         __fsetlocking(m, FSETLOCKING_BYCALLER); /* only this thread writes to it */
         block_range(x, b, &lo, &hi);
-        blk->ret = render(r, lo, hi, m, &blk->rows, blk->err, sizeof(blk->err));
+        blk->ret = render(r, lo, hi, m, &blk->rows, NULL, blk->err, sizeof(blk->err));
         if (fclose(m) != 0 && blk->ret == EXIT_OK) {
                 blk->ret = EXIT_OTHER;
                 snprintf(blk->err, sizeof(blk->err), "out of memory");
@@ -375,16 +434,20 @@ static void *worker_main(void *userdata)
         Worker *w = userdata;
         Export *x = w->x;
         Reader r = {};
-        int opened = reader_open(&r, x->args->database, x->format, x->sql, x->args->event);
+        char err[sizeof(((Block *) NULL)->err)] = "cannot open the database again";
+        int ready = reader_open(&r, x->args->database, x->format, x->sql, x->args->event);
 
+        if (ready == EXIT_OK)
+                ready = snapshot_matches(x, &r, err, sizeof(err));
+        else
+                ready = EXIT_OTHER;
         for (uint64_t b = w->index; b < x->n_blocks; b += x->n_workers) {
-                Block next = {.ret = opened};
+                Block next = {.ret = ready};
 
-                if (opened == EXIT_OK)
+                if (ready == EXIT_OK)
                         render_block(x, &r, b, &next);
                 else
-                        snprintf(next.err, sizeof(next.err),
-                                 "cannot open the database again for a reader thread");
+                        snprintf(next.err, sizeof(next.err), "%s", err);
                 pthread_mutex_lock(&x->lock);
                 while (w->ready && !x->stop)
                         pthread_cond_wait(&x->changed, &x->lock);
@@ -452,14 +515,6 @@ static void start_workers(Export *x, size_t n)
         }
 }
 
-static void progress(bool on, uint64_t done, uint64_t total, bool last)
-{
-        if (!on)
-                return;
-        fprintf(stderr, "\rbrokerctl: exported %llu of %llu records%s", (unsigned long long) done,
-                (unsigned long long) total, last ? "\n" : "");
-}
-
 int audit_export(const AuditToolArgs *a)
 {
         _cleanup_fclose_ FILE *file = NULL;
@@ -468,8 +523,7 @@ int audit_export(const AuditToolArgs *a)
             .args = a, .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
         Reader r = {};
         FILE *out = stdout;
-        bool show_progress;
-        uint64_t done = 0, total;
+        Progress prog;
         int ret;
 
         if (strcmp(a->format, "jsonl") == 0)
@@ -491,7 +545,10 @@ int audit_export(const AuditToolArgs *a)
         if (!x.sql)
                 return EXIT_OTHER;
         ret = reader_open(&r, a->database, x.format, x.sql, a->event);
-        if (ret == EXIT_OK && seq_window(r.db, since, until, &x.lo, &x.hi) < 0) {
+        /* One snapshot for the window and its records: a prune by the running daemon cannot
+         * take records from under the export. */
+        if (ret == EXIT_OK && (sqlite3_exec(r.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+                               seq_window(r.db, since, until, &x.lo, &x.hi, &x.count) < 0)) {
                 fprintf(stderr, "brokerctl: %s: not an audit database: %s\n", a->database,
                         sqlite3_errmsg(r.db));
                 ret = EXIT_OTHER;
@@ -510,19 +567,20 @@ int audit_export(const AuditToolArgs *a)
                 out = file;
         }
         setvbuf(out, NULL, _IOFBF, 1u << 20);
-        total = x.hi >= x.lo ? (uint64_t) (x.hi - x.lo + 1) : 0;
-        x.n_blocks = (total + BLOCK_RECORDS - 1) / BLOCK_RECORDS;
-        show_progress = isatty(STDERR_FILENO) && total >= PROGRESS_STEP;
+        prog =
+            (Progress){.on = isatty(STDERR_FILENO) && x.count >= PROGRESS_STEP, .total = x.count};
 
         if (x.format == FORMAT_CSV) {
                 for (size_t i = 0; i < ELEMENTSOF(csv_columns); i++)
                         fprintf(out, "%s%s", i ? "," : "", csv_columns[i].name);
                 fputs("\r\n", out);
         }
-        /* Threads only for a large export in a format that gains from them: JSONL copies
-         * stored text (millions a second), faster than the handoff. */
-        if (x.format != FORMAT_JSONL || a->threads > 0) {
-                size_t n = audit_thread_count(a, total, PARALLEL_RECORDS_MIN);
+        /* Threads only for a large export in a format that gains from them (JSONL copies stored
+         * text, millions a second, faster than the handoff), and only over a window without
+         * holes, which seq blocks cut evenly (a log has none; one from a damaged file may). */
+        if ((x.format != FORMAT_JSONL || a->threads > 0) && x.hi >= x.lo &&
+            x.count == (uint64_t) x.hi - (uint64_t) x.lo + 1) {
+                size_t n = audit_thread_count(a, x.count, PARALLEL_RECORDS_MIN);
                 if (n > 1) {
                         /* A block's buffer (~600 KiB of OCSF) is above glibc's mmap threshold,
                          * and a thread's heap is trimmed with madvise as blocks are freed:
@@ -531,32 +589,32 @@ int audit_export(const AuditToolArgs *a)
                          * after block. */
                         mallopt(M_MMAP_THRESHOLD, 16 << 20);
                         mallopt(M_TRIM_THRESHOLD, 32 << 20);
+                        x.n_blocks = (x.count + BLOCK_RECORDS - 1) / BLOCK_RECORDS;
                         start_workers(&x, n);
                 }
         }
-        for (uint64_t b = 0; b < x.n_blocks && ret == EXIT_OK; b++) {
-                Block blk = {};
+        if (x.n_workers == 0) {
+                /* One statement over the window, streamed. */
+                uint64_t rows = 0;
+                char err[512];
+                ret = render(&r, x.lo, x.hi, out, &rows, &prog, err, sizeof(err));
+                if (ret != EXIT_OK)
+                        fprintf(stderr, "brokerctl: %s; run 'brokerctl audit verify'\n", err);
+        }
+        for (uint64_t b = 0; x.n_workers > 0 && b < x.n_blocks && ret == EXIT_OK; b++) {
+                Block blk = take_block(&x, b);
 
-                if (x.n_workers == 0) {
-                        int64_t lo, hi;
-                        block_range(&x, b, &lo, &hi);
-                        blk.ret = render(&r, lo, hi, out, &blk.rows, blk.err, sizeof(blk.err));
-                } else {
-                        blk = take_block(&x, b);
-                        fwrite(blk.text, 1, blk.len, out);
-                        free(blk.text);
-                }
+                fwrite(blk.text, 1, blk.len, out);
+                free(blk.text);
                 if (blk.ret != EXIT_OK) {
                         fprintf(stderr, "brokerctl: %s; run 'brokerctl audit verify'\n", blk.err);
                         ret = blk.ret;
                 }
-                if (done / PROGRESS_STEP != (done + blk.rows) / PROGRESS_STEP)
-                        progress(show_progress, done + blk.rows, total, false);
-                done += blk.rows;
+                progress_add(&prog, blk.rows);
         }
         if (x.n_workers > 0)
                 stop_workers(&x, x.n_workers);
-        progress(show_progress, done, total, true);
+        progress(prog.on, prog.done, prog.total, true);
         reader_close(&r);
         if (fflush(out) != 0 || ferror(out)) {
                 fprintf(stderr, "brokerctl: writing the export failed: %m\n");

@@ -61,6 +61,7 @@ typedef struct Chunk {
         const char *path;
         FILE *in;       /* file mode: a stream read to its end instead of path (stdin) */
         int64_t lo, hi; /* database: the seq range; file: the byte range [lo, hi) */
+        int64_t log_lo; /* database: the first seq, as the snapshot the range was cut from says */
         /* results */
         uint64_t n, first_seq, last_seq;
         char first_prev[AUDIT_HASH_HEX], last_hash[AUDIT_HASH_HEX];
@@ -276,6 +277,18 @@ static bool chunk_take(Chunk *c, uint64_t seq, const char *event, const char *pr
         return true;
 }
 
+static int64_t first_seq(sqlite3 *db)
+{
+        sqlite3_stmt *st = NULL;
+        int64_t seq = -1;
+
+        if (sqlite3_prepare_v2(db, "SELECT MIN(seq) FROM records", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+                seq = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return seq;
+}
+
 static void *db_chunk_main(void *userdata)
 {
         Chunk *c = userdata;
@@ -296,6 +309,17 @@ static void *db_chunk_main(void *userdata)
                                -1, &st, NULL) != SQLITE_OK) {
                 problem_at(&c->problem, (uint64_t) c->lo, "cannot read the database: %s",
                            sqlite3_errmsg(db));
+                sqlite3_close(db);
+                return NULL;
+        }
+        /* One snapshot for the chunk. The running daemon appends after the range and prunes
+         * from the start: this snapshot holds the range as it was cut unless it pruned since. */
+        if (sqlite3_exec(db, "BEGIN; SELECT 1 FROM records LIMIT 1", NULL, NULL, NULL) !=
+                SQLITE_OK ||
+            first_seq(db) != c->log_lo) {
+                problem_at(&c->problem, (uint64_t) c->lo,
+                           "the log was pruned while it was verified: verify it again");
+                sqlite3_finalize(st);
                 sqlite3_close(db);
                 return NULL;
         }
@@ -570,6 +594,7 @@ static int verify_database(const AuditToolArgs *a)
                 int64_t span = (hi - lo + 1) / (int64_t) n_threads;
                 chunks[i] =
                     (Chunk){.path = a->database,
+                            .log_lo = lo,
                             .lo = lo + (int64_t) i * span,
                             .hi = i + 1 == n_threads ? hi : lo + (int64_t) (i + 1) * span - 1};
         }
