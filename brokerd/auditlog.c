@@ -472,8 +472,8 @@ int auditlog_prune(AuditLog *l, int64_t now_ms, bool *ret_more)
 {
         _cleanup_(json_decrefp) json_t *rec = NULL;
         char cutoff[TIME_RFC3339_MAX], start[AUDIT_HASH_HEX];
-        int64_t oldest_kept, first = 0, upto;
-        bool none;
+        int64_t first_kept, first = 0, upto;
+        bool none = true;
         Txn t;
         int r;
 
@@ -482,24 +482,24 @@ int auditlog_prune(AuditLog *l, int64_t now_ms, bool *ret_more)
                 return 0;
         /* By the time inside each record (hash-protected and verified below), not by the
          * time_ms column, which nothing signs. Same format throughout, so text order is time
-         * order. */
+         * order. Only the records before the first one still inside the retention go: after a
+         * wall-clock jump back (a boot before NTP), a record stamped in the past may follow
+         * recent ones, which must not go with it. */
         time_string(now_ms - l->opt.retention_ms, cutoff);
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(
-                l->db, "SELECT MAX(seq) FROM records WHERE json_extract(body, '$.time') < ?", -1,
-                &q, NULL) != SQLITE_OK)
-                return db_fail(l, SQLITE_ERROR, "cannot select records to prune");
-        sqlite3_bind_text(q, 1, cutoff, -1, SQLITE_STATIC);
-        none = sqlite3_step(q) != SQLITE_ROW || sqlite3_column_type(q, 0) == SQLITE_NULL;
-        oldest_kept = none ? 0 : sqlite3_column_int64(q, 0);
-        sqlite3_finalize(q);
-        if (none)
-                return 0;
         r = query_int64(l, "SELECT MIN(seq) FROM records", 0, &none, &first);
         if (r < 0 || none)
                 return r;
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(l->db,
+                               "SELECT seq FROM records WHERE json_extract(body, '$.time') >= ? "
+                               "ORDER BY seq LIMIT 1",
+                               -1, &q, NULL) != SQLITE_OK)
+                return db_fail(l, SQLITE_ERROR, "cannot select records to prune");
+        sqlite3_bind_text(q, 1, cutoff, -1, SQLITE_STATIC);
+        first_kept = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : INT64_MAX;
+        sqlite3_finalize(q);
         /* The newest record always stays: the chain goes on from it. */
-        upto = MIN(oldest_kept, (int64_t) l->last_seq - 1);
+        upto = MIN(first_kept - 1, (int64_t) l->last_seq - 1);
         if (upto < first)
                 return 0;
         *ret_more = upto > first + PRUNE_CHUNK - 1;

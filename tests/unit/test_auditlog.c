@@ -965,6 +965,39 @@ static void test_prune_keeps_the_newest_record(void **state)
         auditlog_close(l);
 }
 
+/* After the wall clock jumped back (a boot before NTP), a record stamped in the past follows
+ * recent ones. Only the records before the first one inside the retention go: the recent ones
+ * stay, and so does the back-dated record after them. */
+static void test_prune_stops_at_the_first_record_inside_the_retention(void **state)
+{
+        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        AuditLog *l = open_log(&opt, key);
+        int64_t t = now_unix_ms() + 1000, later = t + 5 * DAY_MS + 3600 * 1000;
+        bool more = true;
+
+        assert_int_equal(append(l, 3, "grant", t, false, t), 0);                     /* 2..4 */
+        assert_int_equal(append(l, 2, "grant", t + 5 * DAY_MS, false, t), 0);        /* 5..6 */
+        assert_int_equal(append(l, 1, "started", t - 100 * DAY_MS, false, t), 0);    /* 7 */
+        assert_int_equal(append(l, 1, "grant", t + 5 * DAY_MS + 1000, false, t), 0); /* 8 */
+        assert_int_equal(auditlog_prune(l, later, &more), 0);
+        assert_false(more);
+        assert_int_equal(signed_row("anchor").seq, 4);
+        for (int64_t seq = 5; seq <= 8; seq++) {
+                Row kept = row(seq);
+                assert_int_equal(num(kept.body, "seq"), seq);
+                row_done(&kept);
+        }
+        Row pruned = row(9);
+        assert_string_equal(pruned.event, "audit_pruned");
+        assert_int_equal(num(pruned.body, "through_seq"), 4);
+        row_done(&pruned);
+        assert_int_equal(n_rows(), 5);
+        /* nothing more goes until seq 5 is older than the retention */
+        assert_int_equal(auditlog_prune(l, later + 1000, &more), 0);
+        assert_int_equal(n_rows(), 5);
+        auditlog_close(l);
+}
+
 /* A stretch someone rewrote (here: one record edited and re-hashed, as an attacker backdating
  * records to get them pruned would) is not pruned: pruning would sign an anchor over the
  * forgery and erase its traces. */
@@ -1148,6 +1181,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_prune_in_chunks_with_a_signed_anchor, setup,
                                             teardown),
             cmocka_unit_test_setup_teardown(test_prune_keeps_the_newest_record, setup, teardown),
+            cmocka_unit_test_setup_teardown(
+                test_prune_stops_at_the_first_record_inside_the_retention, setup, teardown),
             cmocka_unit_test_setup_teardown(test_prune_refuses_a_stretch_that_does_not_verify,
                                             setup, teardown),
             cmocka_unit_test_setup_teardown(test_failed_writes_change_nothing, setup, teardown),
