@@ -14,6 +14,10 @@
 
 /* Records taken into one transaction at most: bounds a transaction's size and time. */
 #define BATCH_MAX 1024
+/* Lifecycle records kept while the log cannot be written, and how often they are retried
+ * when no request comes to retry them with. */
+#define RETAINED_MAX    4096
+#define RETAIN_RETRY_MS 1000
 /* How often the checkpointer copies the WAL into the database. */
 #define WAL_CHECKPOINT_EVERY_MS 100
 /* Past this many WAL frames a checkpoint may briefly hold writers back so the WAL restarts
@@ -49,6 +53,9 @@ struct AuditStore {
         sd_event_source *efd_source;
 
         /* writer thread only */
+        ItemList retained; /* lifecycle records a failed commit could not write, oldest first */
+        size_t n_retained;
+        int64_t retry_ms;    /* when to try them again without a new request */
         AuditLog *log;       /* NULL after a failure, until reopened */
         AuditLogMark mark;   /* the file and the chain we wrote */
         bool refusal_logged; /* why the log cannot be reopened, said once */
@@ -148,28 +155,79 @@ static int writer_commit(AuditStore *a, AuditItem *batch, bool final)
         return r;
 }
 
-/* Takes at most BATCH_MAX pending items. Called with the lock held. */
-static ItemList take_batch(AuditStore *a)
+/* Takes at most `max` items from the head of a list. */
+static ItemList take_items(ItemList *from, size_t max)
 {
-        ItemList b = {.head = a->pending.head};
-        AuditItem *i = a->pending.head;
+        ItemList b = {.head = from->head};
+        AuditItem *i = from->head;
 
-        for (size_t n = 1; i && i->next && n < BATCH_MAX; n++)
+        if (!i || max == 0)
+                return (ItemList){};
+        for (size_t n = 1; i->next && n < max; n++)
                 i = i->next;
-        if (!i)
-                return b;
         b.tail = i;
-        a->pending.head = i->next;
-        if (!a->pending.head)
-                a->pending.tail = NULL;
+        from->head = i->next;
+        if (!from->head)
+                from->tail = NULL;
         i->next = NULL;
         return b;
+}
+
+static size_t list_length(const ItemList *l)
+{
+        size_t n = 0;
+
+        for (const AuditItem *i = l->head; i; i = i->next)
+                n++;
+        return n;
+}
+
+static void item_free(AuditItem *i)
+{
+        audit_entry_done(&i->entry);
+        free(i);
+}
+
+/* The record is gone for good: the journal is the last place it can be seen. */
+static void log_lost(AuditStore *a, const AuditItem *i, const char *why)
+{
+        char t[TIME_RFC3339_MAX];
+
+        time_format_rfc3339_ms(i->entry.time_ms, t);
+        log_error("%s: audit record lost (%s): event %s at %s", a->path, why, i->entry.event, t);
+}
+
+/* After a failed commit: lifecycle records (no caller waits for them) are kept, ahead of any
+ * kept later, to be written first once the log can be written again; the rest go back to
+ * their callers. Writer thread. */
+static void retain_lifecycle(AuditStore *a, ItemList *batch, ItemList *answered)
+{
+        ItemList keep = {};
+
+        for (AuditItem *i = batch->head, *next; i; i = next) {
+                next = i->next;
+                if (i->done)
+                        list_append(answered, i);
+                else if (a->n_retained < RETAINED_MAX) {
+                        list_append(&keep, i);
+                        a->n_retained++;
+                } else {
+                        log_lost(a, i, "too many kept while the log cannot be written");
+                        item_free(i);
+                }
+        }
+        *batch = (ItemList){};
+        list_concat(&keep, &a->retained);
+        a->retained = keep;
+        a->retry_ms = now_unix_ms() + RETAIN_RETRY_MS;
 }
 
 static int64_t writer_deadline(AuditStore *a)
 {
         int64_t d = a->log ? auditlog_checkpoint_deadline(a->log) : INT64_MAX;
 
+        if (a->retained.head)
+                d = MIN(d, a->retry_ms);
         if (a->opt.retention_ms > 0 && a->log)
                 d = MIN(d, a->next_prune_ms);
         return d;
@@ -198,22 +256,45 @@ static void *writer_main(void *userdata)
                 pthread_mutex_lock(&a->lock);
                 if (!a->pending.head && !a->stop && now_unix_ms() < deadline)
                         wait_until(a, deadline);
-                batch = take_batch(a);
-                stopping = a->stop && !a->pending.head;
+                /* Kept lifecycle records go first, with the next request or when retried. */
+                bool retry = a->retained.head &&
+                             (a->pending.head || a->stop || now_unix_ms() >= a->retry_ms);
+                batch = retry ? take_items(&a->retained, BATCH_MAX) : (ItemList){};
+                if (retry)
+                        a->n_retained = list_length(&a->retained);
+                ItemList fresh = take_items(&a->pending, BATCH_MAX - list_length(&batch));
+                list_concat(&batch, &fresh);
+                stopping = a->stop && !a->pending.head && !a->retained.head;
                 pthread_mutex_unlock(&a->lock);
 
                 if (batch.head || stopping) {
+                        ItemList answered = {};
                         int r = writer_commit(a, batch.head, stopping);
                         for (AuditItem *i = batch.head; i; i = i->next)
                                 i->result = r;
-                        if (batch.head) {
+                        if (r < 0)
+                                retain_lifecycle(a, &batch, &answered);
+                        else
+                                answered = batch;
+                        if (answered.head) {
                                 pthread_mutex_lock(&a->lock);
-                                list_concat(&a->done, &batch);
+                                list_concat(&a->done, &answered);
                                 pthread_mutex_unlock(&a->lock);
                                 (void) eventfd_write(a->efd, 1);
                         }
-                        if (stopping)
+                        if (stopping || (r < 0 && a->stop && !a->pending.head)) {
+                                /* shutting down with the log unwritable */
+                                for (AuditItem *i = a->retained.head, *next; i; i = next) {
+                                        next = i->next;
+                                        log_lost(a, i,
+                                                 "brokerd stopped before the log could "
+                                                 "be written");
+                                        item_free(i);
+                                }
+                                a->retained = (ItemList){};
+                                a->n_retained = 0;
                                 break;
+                        }
                         continue;
                 }
 
@@ -285,8 +366,7 @@ static void run_completions(AuditStore *a)
                 next = i->next;
                 if (i->done)
                         i->done(i->result, i->userdata);
-                audit_entry_done(&i->entry);
-                free(i);
+                item_free(i);
         }
 }
 

@@ -312,6 +312,77 @@ class FullFilesystemTest(FaultTestCase):
         self.assert_log_holds(b.db, tokens)
 
 
+    def fill(self, b):
+        """Fills the filesystem under the database until a request is refused."""
+        filler = os.path.join(os.path.dirname(b.db), "filler")
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+        c = b.raw()
+        tokens = []
+        for _ in range(500):
+            resp = c.request({"op": "token", "audience": AUD})
+            if not resp["ok"]:
+                break
+            tokens.append(resp["token"])
+        c.close()
+        self.assertEqual(resp["error"]["code"], "unavailable")
+        return filler, tokens
+
+    def test_lifecycle_records_made_while_full_are_written_once_space_returns(self):
+        """A rotation and a reload while the log cannot be written still happen (and are
+        answered); their records are kept and written, in order, before anything newer, by
+        the retry timer when no request comes, or with the next request."""
+        b = self.broker_with_db_in(self.mount_tmpfs("2m"))
+        tokens = [self.issue(b)]
+        filler, more = self.fill(b)
+        tokens += more
+        r = b.admin_ctl("rotate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(b.admin_ctl("reload").returncode, 0)
+        self.assert_unavailable(b, n=1)
+        events = [r["event"] for r in self.export(b.db)]
+        self.assertNotIn("key_rotated", events)
+        self.assertNotIn("config_reloaded", events)
+
+        os.unlink(filler)  # space returns; no request comes
+        recs = wait_for(lambda: (lambda rs: rs if "config_reloaded" in
+                                 [r["event"] for r in rs] else None)(self.export(b.db)),
+                        timeout=5, what="the kept lifecycle records")
+        events = [r["event"] for r in recs]
+        self.assertLess(events.index("key_rotated"), events.index("config_reloaded"))
+        self.assertEqual(self.status(b)["audit"]["state"], "ok")
+
+        # again, this time written with the next request, ahead of it
+        filler, more = self.fill(b)
+        tokens += more
+        self.assertEqual(b.admin_ctl("reload").returncode, 0)
+        n_reloads = [r["event"] for r in self.export(b.db)].count("config_reloaded")
+        os.unlink(filler)
+        tokens.append(self.issue(b))
+        recs = self.export(b.db)
+        self.assertEqual([r["event"] for r in recs].count("config_reloaded"), n_reloads + 1)
+        last_reload = max(r["seq"] for r in recs if r["event"] == "config_reloaded")
+        grant = next(r for r in recs if r["event"] == "grant" and
+                     r["jti"] == token_claims(tokens[-1])["jti"])
+        self.assertLess(last_reload, grant["seq"])
+        self.assertEqual(b.stop(), 0)
+        self.assert_log_holds(b.db, tokens)
+
+
+    def test_lifecycle_records_still_unwritten_at_exit_are_logged(self):
+        b = self.broker_with_db_in(self.mount_tmpfs("2m"))
+        self.issue(b)
+        filler, _ = self.fill(b)
+        self.assertEqual(b.admin_ctl("rotate").returncode, 0)
+        log_len = len(b.read_log())
+        b.stop()
+        log = b.read_log()[log_len:]
+        self.assertRegex(log, r"audit record lost \(brokerd stopped before the log could be "
+                              r"written\): event key_rotated at \d{4}-")
+        self.assertIn("event stopped at", log)
+        os.unlink(filler)
+        self.verify(b.db)
+
+
 class ReadOnlyTest(FaultTestCase):
     def test_remount_read_only_while_open(self):
         """What an operator would do. The kernel refuses it (EBUSY) while any file on the
