@@ -579,8 +579,12 @@ static int verify_database(const AuditToolArgs *a)
                                 a->database, (unsigned long long) head.seq);
                         return EXIT_OTHER;
                 }
-                printf("%s: empty audit log\n", a->database);
-                return EXIT_OK;
+                /* A broker's log is never empty: its first commit holds the audit_key record. */
+                fprintf(stderr,
+                        "brokerctl: %s: seq 1: no records and no signed head: not a log a "
+                        "broker wrote, or every row was deleted\n",
+                        a->database);
+                return EXIT_OTHER;
         }
 
         /* The anchor's key proves the start of a pruned log; it may be the only record of

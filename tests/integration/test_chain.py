@@ -734,6 +734,8 @@ class VerifyDatabaseTest(ChainTestCase):
         sql(db, "DELETE FROM records")
         n = REF["rows"][-1][0]
         self.assertCaught(self.verify("--database", db), n, "truncated")
+        sql(db, "DELETE FROM signed")  # and the head with them
+        self.assertCaught(self.verify("--database", db), 1, "no records and no signed head")
 
     def test_verify_does_not_change_the_database(self):
         db = self.copy()
@@ -1538,6 +1540,31 @@ class RetentionTest(ChainTestCase):
         self.assertCaught(self.verify("--database", db), self.recs[0]["seq"],
                           "does not start at seq 1 and has no pruning anchor")
 
+
+
+class RetentionRefusalTest(ChainTestCase):
+    def test_a_stretch_that_does_not_verify_is_not_pruned_and_writes_go_on(self):
+        """Records edited in place (as one would to backdate them out of the retention) are
+        not pruned: an anchor signed over them would launder the edit. The refusal is logged;
+        the log still takes records, so the broker stays healthy."""
+        b = Broker(rules=RULES, extra={"audit": {"retention": 2, "checkpoint_every": 5}})
+        try:
+            for _ in range(3):
+                self.assertEqual(b.token().returncode, 0)
+            seq = next(r["seq"] for r in b.audit() if r["event"] == "grant")
+            sql(b.db, "UPDATE records SET body = replace(body, 'spiffe://test/uid/0', "
+                      "'spiffe://test/uid/1') WHERE seq = ?", seq)
+            deadline = time.time() + 10
+            while "do not verify; not pruning them" not in b.read_log():
+                self.assertLess(time.time(), deadline, "no refusal within 10s:\n" + b.read_log())
+                time.sleep(0.1)
+            self.assertEqual(json.loads(b.admin_ctl("status").stdout)["audit"]["state"], "ok")
+            self.assertEqual(b.token().returncode, 0)
+            self.assertNotIn("audit_pruned", [r["event"] for r in b.audit()])
+            self.assertEqual(b.stop(), 0)
+            self.assertCaught(self.verify("--database", b.db), seq, "record was edited")
+        finally:
+            b.close()
 
 if __name__ == "__main__":
     unittest.main()
