@@ -16,7 +16,7 @@
 #define BATCH_MAX 1024
 /* Lifecycle records kept while the log cannot be written, and how often they are retried
  * when no request comes to retry them with. */
-#define RETAINED_MAX    4096
+#define RETAINED_MAX    (BATCH_MAX / 2) /* all of them and as many requests fit in a batch */
 #define RETAIN_RETRY_MS 1000
 /* How often the checkpointer copies the WAL into the database. */
 #define WAL_CHECKPOINT_EVERY_MS 100
@@ -256,12 +256,15 @@ static void *writer_main(void *userdata)
                 pthread_mutex_lock(&a->lock);
                 if (!a->pending.head && !a->stop && now_unix_ms() < deadline)
                         wait_until(a, deadline);
-                /* Kept lifecycle records go first, with the next request or when retried. */
-                bool retry = a->retained.head &&
-                             (a->pending.head || a->stop || now_unix_ms() >= a->retry_ms);
-                batch = retry ? take_items(&a->retained, BATCH_MAX) : (ItemList){};
-                if (retry)
-                        a->n_retained = list_length(&a->retained);
+                /* Kept lifecycle records go first, all of them (RETAINED_MAX leaves room for
+                 * requests), with the next request or when retried. */
+                if (a->retained.head &&
+                    (a->pending.head || a->stop || now_unix_ms() >= a->retry_ms)) {
+                        batch = a->retained;
+                        a->retained = (ItemList){};
+                        a->n_retained = 0;
+                } else
+                        batch = (ItemList){};
                 ItemList fresh = take_items(&a->pending, BATCH_MAX - list_length(&batch));
                 list_concat(&batch, &fresh);
                 stopping = a->stop && !a->pending.head && !a->retained.head;
@@ -276,13 +279,16 @@ static void *writer_main(void *userdata)
                                 retain_lifecycle(a, &batch, &answered);
                         else
                                 answered = batch;
-                        if (answered.head) {
-                                pthread_mutex_lock(&a->lock);
-                                list_concat(&a->done, &answered);
-                                pthread_mutex_unlock(&a->lock);
+                        bool any = answered.head;
+                        pthread_mutex_lock(&a->lock);
+                        list_concat(&a->done, &answered);
+                        /* stopping, or stopping with the log unwritable and nothing left to
+                         * answer */
+                        bool give_up = stopping || (r < 0 && a->stop && !a->pending.head);
+                        pthread_mutex_unlock(&a->lock);
+                        if (any)
                                 (void) eventfd_write(a->efd, 1);
-                        }
-                        if (stopping || (r < 0 && a->stop && !a->pending.head)) {
+                        if (give_up) {
                                 /* shutting down with the log unwritable */
                                 for (AuditItem *i = a->retained.head, *next; i; i = next) {
                                         next = i->next;

@@ -457,6 +457,8 @@ static int verify_stretch(AuditLog *l, int64_t first, int64_t upto, const char *
                 expect++;
         }
         sqlite3_finalize(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) /* a read failed: not a verdict on the records */
+                return db_fail(l, rc, "cannot read records to prune");
         /* no checkpoint yet after the stretch: the chain must reach what we committed ourselves */
         if (!covered && rc == SQLITE_DONE && (uint64_t) expect == l->last_seq + 1)
                 covered = strcmp(prev, l->last_hash) == 0;

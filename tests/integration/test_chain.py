@@ -1542,6 +1542,36 @@ class RetentionTest(ChainTestCase):
 
 
 
+class LiveVerifyTest(ChainTestCase):
+    def test_verify_of_a_log_being_written_finds_it_intact(self):
+        """The daemon moves its signed head with every commit: verify reads the range and the
+        head from one snapshot, so a busy log is not taken for a truncated one."""
+        b = Broker(rules=RULES, extra={"limits": {"rate": 0},
+                                       "audit": {"checkpoint_every": 100}})
+        stop = threading.Event()
+
+        def load():
+            c = b.raw()
+            try:
+                while not stop.is_set():
+                    assert c.request({"op": "token", "audience": AUD})["ok"]
+            finally:
+                c.close()
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        try:
+            for t in clients:
+                t.start()
+            time.sleep(0.5)
+            for _ in range(20):
+                r = self.verify("--database", b.db)
+                self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(10)
+            b.close()
+
+
 class RetentionRefusalTest(ChainTestCase):
     def test_a_stretch_that_does_not_verify_is_not_pruned_and_writes_go_on(self):
         """Records edited in place (as one would to backdate them out of the retention) are

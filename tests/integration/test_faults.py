@@ -368,6 +368,29 @@ class FullFilesystemTest(FaultTestCase):
         self.assert_log_holds(b.db, tokens)
 
 
+    def test_more_lifecycle_records_than_can_be_kept(self):
+        """600 reloads while the log cannot be written: 512 records are kept, the rest logged
+        as lost; a request behind them is still answered at once, the kept ones are written
+        once space returns, and the daemon stops cleanly."""
+        b = self.broker_with_db_in(self.mount_tmpfs("2m"))
+        self.issue(b)
+        filler, _ = self.fill(b)
+        c = b.raw(admin=True)
+        try:
+            for _ in range(600):
+                self.assertTrue(c.request({"op": "reload"})["ok"])
+        finally:
+            c.close()
+        started = time.monotonic()
+        self.assert_unavailable(b, n=1)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(b.read_log().count("too many kept while the log cannot be written"), 88)
+        os.unlink(filler)
+        wait_for(lambda: [r["event"] for r in self.export(b.db)].count("config_reloaded") == 512,
+                 timeout=5, what="512 kept config_reloaded records")
+        self.assertEqual(b.stop(), 0)
+        self.verify(b.db)
+
     def test_lifecycle_records_still_unwritten_at_exit_are_logged(self):
         b = self.broker_with_db_in(self.mount_tmpfs("2m"))
         self.issue(b)
