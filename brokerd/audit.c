@@ -53,8 +53,7 @@ struct AuditStore {
         sd_event_source *efd_source;
 
         /* writer thread only */
-        ItemList retained; /* lifecycle records a failed commit could not write, oldest first */
-        size_t n_retained;
+        ItemList retained;   /* lifecycle records a failed commit could not write, oldest first */
         int64_t retry_ms;    /* when to try them again without a new request */
         AuditLog *log;       /* NULL after a failure, until reopened */
         AuditLogMark mark;   /* the file and the chain we wrote */
@@ -197,28 +196,28 @@ static void log_lost(AuditStore *a, const AuditItem *i, const char *why)
         log_error("%s: audit record lost (%s): event %s at %s", a->path, why, i->entry.event, t);
 }
 
-/* After a failed commit: lifecycle records (no caller waits for them) are kept, ahead of any
- * kept later, to be written first once the log can be written again; the rest go back to
- * their callers. Writer thread. */
+/* After a failed commit: lifecycle records (no caller waits for them) are kept, to be written
+ * first once the log can be written again; the rest go back to their callers. Every kept
+ * record was in the batch (a batch takes them all), so what is kept now is all there is.
+ * Writer thread. */
 static void retain_lifecycle(AuditStore *a, ItemList *batch, ItemList *answered)
 {
-        ItemList keep = {};
+        size_t kept = 0;
 
+        a->retained = (ItemList){};
         for (AuditItem *i = batch->head, *next; i; i = next) {
                 next = i->next;
                 if (i->done)
                         list_append(answered, i);
-                else if (a->n_retained < RETAINED_MAX) {
-                        list_append(&keep, i);
-                        a->n_retained++;
+                else if (kept < RETAINED_MAX) {
+                        list_append(&a->retained, i);
+                        kept++;
                 } else {
                         log_lost(a, i, "too many kept while the log cannot be written");
                         item_free(i);
                 }
         }
         *batch = (ItemList){};
-        list_concat(&keep, &a->retained);
-        a->retained = keep;
         a->retry_ms = now_unix_ms() + RETAIN_RETRY_MS;
 }
 
@@ -262,7 +261,6 @@ static void *writer_main(void *userdata)
                     (a->pending.head || a->stop || now_unix_ms() >= a->retry_ms)) {
                         batch = a->retained;
                         a->retained = (ItemList){};
-                        a->n_retained = 0;
                 } else
                         batch = (ItemList){};
                 ItemList fresh = take_items(&a->pending, BATCH_MAX - list_length(&batch));
@@ -298,7 +296,6 @@ static void *writer_main(void *userdata)
                                         item_free(i);
                                 }
                                 a->retained = (ItemList){};
-                                a->n_retained = 0;
                                 break;
                         }
                         continue;

@@ -109,11 +109,6 @@ const char *auditlog_last_hash(AuditLog *l)
         return l->last_hash;
 }
 
-static void time_string(int64_t ms, char buf[TIME_RFC3339_MAX])
-{
-        time_format_rfc3339_ms(ms, buf);
-}
-
 /* Signs a statement with the audit key; base64url in *ret. */
 static int sign_statement(AuditLog *l, const char *type, uint64_t seq, const char *hash,
                           const char *time, char **ret)
@@ -138,7 +133,7 @@ static int put_signed(AuditLog *l, const char *name, uint64_t seq, const char *h
         char t[TIME_RFC3339_MAX];
         int r, rc;
 
-        time_string(now_ms, t);
+        time_format_rfc3339_ms(now_ms, t);
         r = sign_statement(l, name, seq, hash, t, &sig);
         if (r < 0)
                 return r;
@@ -256,7 +251,7 @@ static int add_checkpoint(AuditLog *l, Txn *t, int64_t now_ms)
         char ts[TIME_RFC3339_MAX];
         int r;
 
-        time_string(now_ms, ts);
+        time_format_rfc3339_ms(now_ms, ts);
         r = sign_statement(l, "checkpoint", t->seq, t->hash, ts, &sig);
         if (r < 0)
                 return r;
@@ -487,7 +482,7 @@ int auditlog_prune(AuditLog *l, int64_t now_ms, bool *ret_more)
          * order. Only the records before the first one still inside the retention go: after a
          * wall-clock jump back (a boot before NTP), a record stamped in the past may follow
          * recent ones, which must not go with it. */
-        time_string(now_ms - l->opt.retention_ms, cutoff);
+        time_format_rfc3339_ms(now_ms - l->opt.retention_ms, cutoff);
         r = query_int64(l, "SELECT MIN(seq) FROM records", 0, &none, &first);
         if (r < 0 || none)
                 return r;
@@ -558,7 +553,7 @@ int auditlog_prune(AuditLog *l, int64_t now_ms, bool *ret_more)
                 r = put_signed(l, "anchor", (uint64_t) upto, hash, now_ms);
         if (r >= 0) {
                 char ts[TIME_RFC3339_MAX];
-                time_string(now_ms, ts);
+                time_format_rfc3339_ms(now_ms, ts);
                 /* through_time lets an auditor check the pruned records really were older
                  * than the retention when they went */
                 rec = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:I}", "event", "audit_pruned",
@@ -675,7 +670,7 @@ static int record_key(AuditLog *l, int64_t now_ms)
         sqlite3_finalize(st);
         if (recorded)
                 return 0;
-        time_string(now_ms, ts);
+        time_format_rfc3339_ms(now_ms, ts);
         rec = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "audit_key", "time", ts, "key_id",
                         l->key->kid, "alg", "EdDSA", "public_key", l->public_key);
         if (!rec)
