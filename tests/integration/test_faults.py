@@ -594,7 +594,9 @@ class ReplacedTest(FaultTestCase):
 
 
 class AlteredWhileStoppedTest(FaultTestCase):
-    def test_last_rows_deleted_refuses_to_start(self):
+    def stopped_with_last_rows_deleted(self, *more_sql):
+        """A broker that issued three tokens and stopped; then its last two records are
+        deleted (and `more_sql` run) behind its back."""
         b = self.broker()
         for _ in range(3):
             self.issue(b)
@@ -602,7 +604,13 @@ class AlteredWhileStoppedTest(FaultTestCase):
         con = sqlite3.connect(b.db)
         with con:
             con.execute("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)")
+            for q in more_sql:
+                con.execute(q)
         con.close()
+        return b
+
+    def test_last_rows_deleted_refuses_to_start(self):
+        b = self.stopped_with_last_rows_deleted()
         before = self.export(b.db)
         log_len = len(b.read_log())
 
@@ -621,16 +629,9 @@ class AlteredWhileStoppedTest(FaultTestCase):
     def test_last_rows_deleted_and_head_rewritten_refuses_to_start(self):
         """The same truncation with the head row edited to match the new last record: its
         signature no longer verifies, so the daemon must not take it (and re-sign it)."""
-        b = self.broker()
-        for _ in range(3):
-            self.issue(b)
-        self.assertEqual(b.stop(), 0)
-        con = sqlite3.connect(b.db)
-        with con:
-            con.execute("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)")
-            con.execute("UPDATE signed SET seq = (SELECT MAX(seq) FROM records), hash = (SELECT "
-                        "hash FROM records ORDER BY seq DESC LIMIT 1) WHERE name = 'head'")
-        con.close()
+        b = self.stopped_with_last_rows_deleted(
+            "UPDATE signed SET seq = (SELECT MAX(seq) FROM records), hash = (SELECT hash FROM "
+            "records ORDER BY seq DESC LIMIT 1) WHERE name = 'head'")
         before = self.export(b.db)
         log_len = len(b.read_log())
 
