@@ -135,7 +135,7 @@ install: all
 
 format:
 	clang-format -i $(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS) brokerd/main.c $(LIB_SRCS) \
-		$(CTL_SRCS) $(UNIT_SRCS) $(BENCH_SRCS) $(wildcard */*.h)
+		$(CTL_SRCS) $(UNIT_SRCS) $(BENCH_SRCS) $(wildcard */*.h tests/unit/*.h)
 
 clean:
 	rm -rf build
