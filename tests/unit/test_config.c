@@ -620,6 +620,49 @@ static void test_invalid_durations(void **state)
                            (const char *const[]){"line 1 column", NULL});
 }
 
+/* The grant log's options: defaults, values, and each bad value named. */
+static void test_audit_options(void **state)
+{
+        Config *c = parse_ok(minimal());
+
+        assert_int_equal(c->audit_checkpoint_every, 1000);
+        assert_int_equal(c->audit_checkpoint_interval_ms, 60 * 1000);
+        assert_int_equal(c->audit_retention_ms, 0); /* keep everything */
+        config_free(c);
+
+        json_t *j = base();
+        put(j, "audit.retention", json_string("400d"));
+        put(j, "audit.checkpoint_every", json_integer(1));
+        put(j, "audit.checkpoint_interval", json_string("5m"));
+        c = parse_ok(j);
+        assert_int_equal(c->audit_retention_ms, 400LL * 86400 * 1000);
+        assert_int_equal(c->audit_checkpoint_every, 1);
+        assert_int_equal(c->audit_checkpoint_interval_ms, 300 * 1000);
+        config_free(c);
+
+        static const struct {
+                const char *path;
+                const char *json;
+                const char *want;
+        } bad[] = {
+            {"audit.checkpoint_every", "0", "audit.checkpoint_every: must be between 1 and"},
+            {"audit.checkpoint_every", "1000001", "audit.checkpoint_every: must be between 1"},
+            {"audit.checkpoint_every", "-1", "audit.checkpoint_every: must be between 1 and"},
+            {"audit.checkpoint_every", "\"10\"", "audit.checkpoint_every: expected integer"},
+            {"audit.checkpoint_interval", "0", "audit.checkpoint_interval: must be at least 1"},
+            {"audit.checkpoint_interval", "\"5x\"", "audit.checkpoint_interval: invalid duration"},
+            {"audit.retention", "\"1.5y\"", "audit.retention: invalid duration"},
+            {"audit.retention", "-1", "audit.retention: duration out of range"},
+            {"audit.retention", "true", "audit.retention: expected"},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                j = base();
+                put(j, bad[i].path, json_loads(bad[i].json, JSON_DECODE_ANY, NULL));
+                print_message("  %s = %s\n", bad[i].path, bad[i].json);
+                expect_error(j, bad[i].want);
+        }
+}
+
 static void test_uid_gid_range(void **state)
 {
         static const struct {
@@ -1120,6 +1163,7 @@ static void test_restart_only_change(void **state)
             {"listen.admin", "/run/other/a.sock"},
             {"state_directory", "/var/lib/other"},
             {"audit.database", "/var/lib/brokerd/other.db"},
+            {"audit.retention", "400d"},
         };
         for (size_t i = 0; i < ELEMENTSOF(changes); i++) {
                 j = base();
@@ -1146,6 +1190,7 @@ int main(void)
             cmocka_unit_test(test_empty_rules),
             cmocka_unit_test(test_rate_zero_disables),
             cmocka_unit_test(test_durations),
+            cmocka_unit_test(test_audit_options),
             cmocka_unit_test(test_socket_path_length),
             cmocka_unit_test(test_missing_required_each),
             cmocka_unit_test(test_missing_required_all_at_once),
