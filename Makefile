@@ -1,6 +1,11 @@
 # brokerd — build, test, benchmark, install.
 #   make                 build brokerd, brokerctl and libbroker into build/
-#   make check           unit + integration tests, then all of them again under ASan+UBSan
+#   make check           layering, unit + integration tests, then all of them again under
+#                        ASan+UBSan (needs root: real uids, cgroups, namespaces)
+#   make check-quick     what runs without root in about a minute: layering and the unit tests,
+#                        plain and under ASan+UBSan
+#   make unit [T=test_escape]                     unit tests, or one of them
+#   make integration [T=test_tokens.TokenTest.test_x]   integration tests (root), or some
 #   make bench           throughput/latency figures (see tests/bench/)
 #   make demo            start a broker on an embedded config, issue/verify/audit a token
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -18,6 +23,8 @@ BUILD      ?= build
 SAN        ?=
 PKG_CONFIG ?= pkg-config
 PYTHON     ?= /usr/bin/python3
+V          ?=
+Q          := $(if $(V),,@)
 
 PKGS      := libsodium jansson sqlite3 libsystemd libcrypto
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
@@ -40,63 +47,90 @@ CPPFLAGS += -D_GNU_SOURCE -Icommon -Iproto -Ibrokerd -Iclient
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) $(HARDEN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS)
 
-COMMON_SRCS := $(wildcard common/*.c)
+COMMON_SRCS := $(wildcard common/*.c common/*/*.c)
 PROTO_SRCS  := $(wildcard proto/*.c)
-DAEMON_SRCS := $(filter-out brokerd/main.c,$(wildcard brokerd/*.c))
+DAEMON_SRCS := $(wildcard brokerd/*/*.c)
 LIB_SRCS    := client/libbroker.c
-CTL_SRCS    := $(filter-out $(LIB_SRCS),$(wildcard client/*.c))
+CTL_SRCS    := $(filter-out $(LIB_SRCS) client/brokerctl.c,$(wildcard client/*.c))
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 BENCH_SRCS  := $(wildcard tests/bench/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-PIC_OBJS := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRCS) $(PROTO_SRCS))
+# libbroker: the client, the protocol and the common code the protocol uses.
+LIBBROKER_SRCS := $(LIB_SRCS) $(PROTO_SRCS) common/escape.c
+PIC_OBJS := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIBBROKER_SRCS))
 
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-.PHONY: all check unit integration check-asan bench demo deps install clean format
+.PHONY: all check check-quick unit integration layering check-asan bench demo deps install clean \
+	format
 all: $(BUILD)/brokerd $(BUILD)/brokerctl $(BUILD)/libbroker.a $(BUILD)/libbroker.so.0
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+	$(if $(Q),@echo "  CC [pic] $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
 
 # Everything but the two mains, so unit tests and benchmarks link the real code.
-$(BUILD)/libcore.a: $(call obj,$(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS))
+$(BUILD)/libcore.a: $(call obj,$(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS) $(CTL_SRCS))
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/brokerd: $(call obj,brokerd/main.c) $(BUILD)/libcore.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
-$(BUILD)/libbroker.a: $(call obj,$(LIB_SRCS) $(PROTO_SRCS))
+$(BUILD)/libbroker.a: $(call obj,$(LIBBROKER_SRCS))
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/libbroker.so.0: $(PIC_OBJS)
-	$(CC) -shared -Wl,-soname,libbroker.so.0 $(filter -fsanitize%,$(LDHARDEN)) -o $@ $^ \
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,libbroker.so.0 -Wl,--no-undefined $(filter -fsanitize%,$(LDHARDEN)) \
+		-o $@ $^ \
 		$(shell $(PKG_CONFIG) --libs jansson) -lpthread
 
-$(BUILD)/brokerctl: $(call obj,$(CTL_SRCS)) $(BUILD)/libbroker.a $(BUILD)/libcore.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+$(BUILD)/brokerctl: $(call obj,client/brokerctl.c) $(BUILD)/libbroker.a $(BUILD)/libcore.a
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcore.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcore.a $(BUILD)/libbroker.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lcmocka -lpthread
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lcmocka -lpthread
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libbroker.a $(BUILD)/libcore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lpthread
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.c %.a,$^) $(PKG_LIBS) -lpthread
 
-unit: $(UNIT_BINS)
-	@set -e; for t in $(abspath $(UNIT_BINS)); do echo "== $$t"; (cd tests/unit && $$t); done
+# T picks one unit test by file name (make unit T=test_escape); a name that is not there is
+# an error, not an empty run.
+ifneq ($(T),)
+ifneq ($(filter unit,$(MAKECMDGOALS)),)
+ifeq ($(wildcard tests/unit/$(T).c),)
+$(error make unit: no unit test named '$(T)'; the names are those of tests/unit/test_*.c)
+endif
+endif
+endif
+UNIT_RUN := $(if $(and $(T),$(filter unit,$(MAKECMDGOALS))),$(BUILD)/tests/$(T),$(UNIT_BINS))
 
+unit: $(UNIT_RUN)
+	@set -e; for t in $(abspath $(UNIT_RUN)); do echo "== $$t"; (cd tests/unit && $$t); done
+
+# T: unittest names (module, module.Class or module.Class.test), space-separated.
 integration: all
-	BROKER_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/integration/run.py
+	BROKER_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/integration/run.py $(T)
+
+# Which part of the tree may include which: tests/layering.py holds the table.
+layering:
+	$(PYTHON) tests/layering.py
 
 check-asan:
 	$(MAKE) SAN=1 BUILD=build/asan unit integration
@@ -104,6 +138,10 @@ check-asan:
 check: all
 	$(MAKE) unit integration
 	$(MAKE) check-asan
+
+check-quick: all
+	$(MAKE) unit
+	$(MAKE) SAN=1 BUILD=build/asan unit
 
 bench: all $(BENCH_BINS)
 	BROKER_BUILD=$(abspath $(BUILD)) tests/bench/run
@@ -135,7 +173,8 @@ install: all
 
 format:
 	clang-format -i $(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS) brokerd/main.c $(LIB_SRCS) \
-		$(CTL_SRCS) $(UNIT_SRCS) $(BENCH_SRCS) $(wildcard */*.h tests/unit/*.h)
+		$(CTL_SRCS) client/brokerctl.c $(UNIT_SRCS) $(BENCH_SRCS) \
+		$(wildcard */*.h */*/*.h tests/unit/*.h)
 
 clean:
 	rm -rf build

@@ -5,14 +5,14 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
-#include "config.h"
-#include "identity.h"
-#include "listener.h"
+#include "policy/config.h"
+#include "identity/identity.h"
+#include "transport/listener.h"
 #include "log.h"
 #include "macro.h"
-#include "seal.h"
-#include "server.h"
-#include "version.h"
+#include "keys/seal.h"
+#include "daemon/server.h"
+#include "daemon/version.h"
 
 #ifdef BROKERD_SANITIZER_BUILD
 #define BUILD_FLAVOR " (sanitizer build: stays dumpable for LeakSanitizer)"

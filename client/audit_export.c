@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "audit_tool.h"
-#include "errors.h"
+#include "exitcode.h"
 #include "json-util.h"
 #include "macro.h"
 #include "timeutil.h"

@@ -20,7 +20,7 @@
 
 #include "audit_tool.h"
 #include "auditfmt.h"
-#include "errors.h"
+#include "exitcode.h"
 #include "json-util.h"
 #include "macro.h"
 #include "timeutil.h"

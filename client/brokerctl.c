@@ -9,7 +9,7 @@
 
 #include "audit_tool.h"
 #include "broker.h"
-#include "errors.h"
+#include "exitcode.h"
 #include "json-util.h"
 #include "macro.h"
 #include "message.h"
@@ -49,23 +49,6 @@ static void usage(FILE *f)
             f);
 }
 
-static int exit_for_status(int status)
-{
-        switch (status) {
-        case BROKER_OK:
-                return EXIT_OK;
-        case BROKER_E_BAD_REQUEST:
-                return EXIT_USAGE;
-        case BROKER_E_UNAVAILABLE:
-                return EXIT_UNAVAILABLE;
-        case BROKER_E_DENIED:
-        case BROKER_E_RATE_LIMITED:
-                return EXIT_DENIED;
-        default:
-                return EXIT_OTHER;
-        }
-}
-
 /* What to do next, by kind of failure. */
 static const char *hint_for_status(int status)
 {
@@ -88,7 +71,7 @@ static int report(const broker_error *err)
 {
         fprintf(stderr, "brokerctl: %s%s%s%s\n", err->code[0] ? err->code : "",
                 err->code[0] ? ": " : "", err->message, hint_for_status(err->status));
-        return exit_for_status(err->status);
+        return exit_code_for_status(err->status);
 }
 
 static int cmd_token(const Args *a)

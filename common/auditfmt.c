@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "b64url.h"
 #include "json-util.h"
 #include "macro.h"
 
@@ -26,26 +27,14 @@ char *audit_statement(const char *type, uint64_t seq, const char *hash, const ch
         return o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 }
 
-static int b64url_bytes(const char *s, unsigned char *out, size_t want)
-{
-        size_t n;
-        const char *end;
-
-        if (sodium_base642bin(out, want, s, strlen(s), NULL, &n, &end,
-                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-            *end || n != want)
-                return -EBADMSG;
-        return 0;
-}
-
 int audit_statement_verify(const char *statement, const char *signature_b64,
                            const char *public_key_b64)
 {
         unsigned char sig[crypto_sign_BYTES], pk[crypto_sign_PUBLICKEYBYTES];
 
         if (!statement || !signature_b64 || !public_key_b64 ||
-            b64url_bytes(signature_b64, sig, sizeof(sig)) < 0 ||
-            b64url_bytes(public_key_b64, pk, sizeof(pk)) < 0)
+            b64url_decode_exact(signature_b64, sig, sizeof(sig)) < 0 ||
+            b64url_decode_exact(public_key_b64, pk, sizeof(pk)) < 0)
                 return -EBADMSG;
         return crypto_sign_verify_detached(sig, (const unsigned char *) statement,
                                            strlen(statement), pk) == 0

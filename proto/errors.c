@@ -1,4 +1,4 @@
-/* Error codes of the wire protocol: their names on the wire and brokerctl's exit codes. */
+/* Error codes of the wire protocol: their names on the wire. */
 #include "errors.h"
 
 #include <errno.h>
@@ -28,21 +28,4 @@ int broker_error_code_from_string(const char *s)
                 if (strcmp(error_code_table[i], s) == 0)
                         return (int) i;
         return -EINVAL;
-}
-
-int broker_error_code_to_exit(BrokerErrorCode c)
-{
-        switch (c) {
-        case BROKER_ERR_BAD_REQUEST:
-                return EXIT_USAGE;
-        case BROKER_ERR_UNAVAILABLE:
-                return EXIT_UNAVAILABLE;
-        case BROKER_ERR_DENIED:
-        case BROKER_ERR_RATE_LIMITED:
-                return EXIT_DENIED;
-        case BROKER_ERR_NOT_FOUND:
-        case BROKER_ERR_INTERNAL:
-        default:
-                return EXIT_OTHER;
-        }
 }

@@ -1,4 +1,4 @@
-/* Error codes of the wire protocol and the exit codes brokerctl maps them to. */
+/* Error codes of the wire protocol. */
 #pragma once
 
 typedef enum BrokerErrorCode {
@@ -15,14 +15,3 @@ typedef enum BrokerErrorCode {
 const char *broker_error_code_to_string(BrokerErrorCode c);
 /* Returns the code, or -EINVAL for a string that is not one of the protocol's codes. */
 int broker_error_code_from_string(const char *s);
-
-/* Exit codes of brokerctl (the contract). */
-enum {
-        EXIT_OK = 0,
-        EXIT_USAGE = 1,       /* usage error or bad_request */
-        EXIT_UNAVAILABLE = 2, /* broker unreachable or unavailable */
-        EXIT_DENIED = 3,      /* denied or rate_limited */
-        EXIT_OTHER = 4,
-};
-
-int broker_error_code_to_exit(BrokerErrorCode c);

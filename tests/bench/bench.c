@@ -14,9 +14,9 @@
 #include <time.h>
 
 #include "broker.h"
-#include "config.h"
-#include "jose.h"
-#include "signer.h"
+#include "policy/config.h"
+#include "keys/jwt.h"
+#include "keys/signer.h"
 
 #define MAX_SAMPLES (4u * 1024 * 1024)
 

@@ -25,9 +25,9 @@
 #include <sqlite3.h>
 
 #include "auditfmt.h"
-#include "auditlog.h"
+#include "daemon/auditlog.h"
 #include "macro.h"
-#include "signer.h"
+#include "keys/signer.h"
 #include "timeutil.h"
 #include "stderr_capture.h"
 

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "cgroup.h"
+#include "identity/cgroup.h"
 #include "macro.h"
 
 #define TABLE          "../data/cgroup-paths.tsv"

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "config.h"
+#include "policy/config.h"
 #include "macro.h"
 
 /* Three rules so that paths like rules[2].match.uid exist. Every key of the contract appears

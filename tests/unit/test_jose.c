@@ -13,9 +13,11 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "jose.h"
+#include "b64url.h"
+#include "keys/jwk.h"
+#include "keys/jwt.h"
 #include "macro.h"
-#include "signer.h"
+#include "keys/signer.h"
 
 /* Independent base64url decoding: libsodium, no padding, whole input. */
 static unsigned char *unb64(const char *s, size_t len, size_t *ret_len)

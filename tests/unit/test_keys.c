@@ -26,10 +26,10 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
-#include "keys.h"
+#include "keys/keystore.h"
 #include "macro.h"
-#include "seal.h"
-#include "signer.h"
+#include "keys/seal.h"
+#include "keys/signer.h"
 #include "stderr_capture.h"
 
 #define T0     INT64_C(1700000000)

@@ -899,26 +899,17 @@ static void test_error_codes(void **state)
         const struct {
                 BrokerErrorCode code;
                 const char *name;
-                int exit;
         } cases[] = {
-            {BROKER_ERR_BAD_REQUEST, "bad_request", 1},
-            {BROKER_ERR_DENIED, "denied", 3},
-            {BROKER_ERR_RATE_LIMITED, "rate_limited", 3},
-            {BROKER_ERR_UNAVAILABLE, "unavailable", 2},
-            {BROKER_ERR_NOT_FOUND, "not_found", 4},
-            {BROKER_ERR_INTERNAL, "internal", 4},
+            {BROKER_ERR_BAD_REQUEST, "bad_request"},   {BROKER_ERR_DENIED, "denied"},
+            {BROKER_ERR_RATE_LIMITED, "rate_limited"}, {BROKER_ERR_UNAVAILABLE, "unavailable"},
+            {BROKER_ERR_NOT_FOUND, "not_found"},       {BROKER_ERR_INTERNAL, "internal"},
         };
 
         assert_int_equal(ELEMENTSOF(cases), _BROKER_ERR_MAX);
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 assert_string_equal(broker_error_code_to_string(cases[i].code), cases[i].name);
                 assert_int_equal(broker_error_code_from_string(cases[i].name), cases[i].code);
-                assert_int_equal(broker_error_code_to_exit(cases[i].code), cases[i].exit);
         }
-        assert_int_equal(EXIT_USAGE, 1);
-        assert_int_equal(EXIT_UNAVAILABLE, 2);
-        assert_int_equal(EXIT_DENIED, 3);
-        assert_int_equal(EXIT_OTHER, 4);
 }
 
 static void test_error_codes_unknown(void **state)
@@ -929,7 +920,6 @@ static void test_error_codes_unknown(void **state)
         assert_int_equal(broker_error_code_from_string("denied "), -EINVAL);
         assert_int_equal(broker_error_code_from_string(""), -EINVAL);
         assert_int_equal(broker_error_code_from_string(NULL), -EINVAL);
-        assert_int_equal(broker_error_code_to_exit(_BROKER_ERR_MAX), EXIT_OTHER);
 }
 
 /* ---- response builders and framing ---- */

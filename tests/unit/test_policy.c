@@ -12,10 +12,10 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "identity.h"
+#include "policy/config.h"
+#include "identity/identity.h"
 #include "macro.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 /* JSON text with ' for " (none of the tests needs a literal '). */
 static char *unquote(const char *s)

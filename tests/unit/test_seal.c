@@ -18,7 +18,7 @@
 #include <sodium.h>
 
 #include "macro.h"
-#include "seal.h"
+#include "keys/seal.h"
 
 #define OTHER_UID 4001
 

@@ -22,9 +22,9 @@
 #include <openssl/rsa.h>
 #include <sodium.h>
 
-#include "jose.h"
+#include "keys/jwt.h"
 #include "macro.h"
-#include "signer.h"
+#include "keys/signer.h"
 
 static void json_decrefp_(json_t **j)
 {

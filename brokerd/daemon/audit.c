@@ -1,0 +1,545 @@
+#include "daemon/audit.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+#include "timeutil.h"
+
+/* Records taken into one transaction at most: bounds a transaction's size and time. */
+#define BATCH_MAX 1024
+/* Lifecycle records kept while the log cannot be written, and how often they are retried
+ * when no request comes to retry them with. */
+#define RETAINED_MAX    (BATCH_MAX / 2) /* all of them and as many requests fit in a batch */
+#define RETAIN_RETRY_MS 1000
+/* How often the checkpointer copies the WAL into the database. */
+#define WAL_CHECKPOINT_EVERY_MS 100
+/* Past this many WAL frames a checkpoint may briefly hold writers back so the WAL restarts
+ * from the beginning instead of growing without end under constant load. */
+#define WAL_FRAMES_RESTART 65536
+
+typedef struct AuditItem {
+        AuditEntry entry; /* prepared by the submitting thread */
+        audit_done_t done;
+        void *userdata;
+        int result;
+        struct AuditItem *next;
+} AuditItem;
+
+typedef struct ItemList {
+        AuditItem *head, *tail;
+} ItemList;
+
+struct AuditStore {
+        char *path;
+        AuditLogOptions opt;
+        SigningKey *key;
+
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        ItemList pending; /* queued, not yet taken by the writer */
+        ItemList done;    /* finished, callbacks not yet run */
+        bool stop;
+        bool threads_started;
+        pthread_t writer, checkpointer;
+
+        int efd;
+        sd_event_source *efd_source;
+
+        /* writer thread only */
+        ItemList retained;   /* lifecycle records a failed commit could not write, oldest first */
+        int64_t retry_ms;    /* when to try them again without a new request */
+        AuditLog *log;       /* NULL after a failure, until reopened */
+        AuditLogMark mark;   /* the file and the chain we wrote */
+        bool refusal_logged; /* why the log cannot be reopened, said once */
+        int64_t next_prune_ms;
+
+        atomic_bool healthy;
+        atomic_uint_least64_t last_seq;
+};
+
+static void list_append(ItemList *l, AuditItem *i)
+{
+        i->next = NULL;
+        if (l->tail)
+                l->tail->next = i;
+        else
+                l->head = i;
+        l->tail = i;
+}
+
+static void list_concat(ItemList *l, ItemList *other)
+{
+        if (!other->head)
+                return;
+        if (l->tail)
+                l->tail->next = other->head;
+        else
+                l->head = other->head;
+        l->tail = other->tail;
+        *other = (ItemList){};
+}
+
+static int64_t prune_period_ms(const AuditStore *a)
+{
+        /* A quarter of the retention, between a second and ten minutes. */
+        return MIN(MAX(a->opt.retention_ms / 4, 1000), 600000);
+}
+
+/* After a failure the log is closed and reopened for the next batch: that is how a database
+ * that was read-only or full recovers by itself. Only the file we wrote is reopened, and only
+ * while it holds the chain we wrote: a database deleted, or replaced by another (even a valid
+ * log, even a copy of ours), is refused until it is restored or brokerd restarts. */
+static int writer_ensure_log(AuditStore *a)
+{
+        int r;
+
+        if (a->log && auditlog_file_replaced(a->log)) {
+                log_error("%s: the audit database was deleted or replaced while in use; "
+                          "refusing requests until it is restored or brokerd restarts",
+                          a->path);
+                a->refusal_logged = true;
+                auditlog_close(a->log);
+                a->log = NULL;
+                return -ENOENT;
+        }
+        if (a->log)
+                return 0;
+        r = auditlog_reopen(a->path, &a->opt, a->key, &a->mark, &a->log);
+        if (r == -ESTALE && !a->refusal_logged) {
+                log_error("%s: the audit database is not the log this broker wrote (another file, "
+                          "or it no longer holds seq %llu); refusing requests until it is "
+                          "restored or brokerd restarts",
+                          a->path, (unsigned long long) a->mark.seq);
+                a->refusal_logged = true;
+        }
+        return r;
+}
+
+static void writer_note(AuditStore *a, int r)
+{
+        bool was = atomic_exchange(&a->healthy, r >= 0);
+
+        if (r >= 0) {
+                auditlog_mark(a->log, &a->mark);
+                a->refusal_logged = false;
+                atomic_store(&a->last_seq, a->mark.seq);
+                if (!was)
+                        log_notice("%s: audit writes succeed again", a->path);
+        } else if (a->log) {
+                auditlog_close(a->log);
+                a->log = NULL;
+        }
+}
+
+/* Commits one batch (and a closing checkpoint when `final`). */
+static int writer_commit(AuditStore *a, AuditItem *batch, bool final)
+{
+        AuditEntry entries[BATCH_MAX];
+        size_t n = 0;
+        int r;
+
+        for (AuditItem *i = batch; i; i = i->next)
+                entries[n++] = i->entry;
+        r = writer_ensure_log(a);
+        if (r >= 0)
+                r = auditlog_append(a->log, entries, n, final, now_unix_ms());
+        writer_note(a, r);
+        return r;
+}
+
+/* Takes at most `max` items from the head of a list. */
+static ItemList take_items(ItemList *from, size_t max)
+{
+        ItemList b = {.head = from->head};
+        AuditItem *i = from->head;
+
+        if (!i || max == 0)
+                return (ItemList){};
+        for (size_t n = 1; i->next && n < max; n++)
+                i = i->next;
+        b.tail = i;
+        from->head = i->next;
+        if (!from->head)
+                from->tail = NULL;
+        i->next = NULL;
+        return b;
+}
+
+static size_t list_length(const ItemList *l)
+{
+        size_t n = 0;
+
+        for (const AuditItem *i = l->head; i; i = i->next)
+                n++;
+        return n;
+}
+
+static void item_free(AuditItem *i)
+{
+        audit_entry_done(&i->entry);
+        free(i);
+}
+
+/* The record is gone for good: the journal is the last place it can be seen. */
+static void log_lost(AuditStore *a, const AuditItem *i, const char *why)
+{
+        char t[TIME_RFC3339_MAX];
+
+        time_format_rfc3339_ms(i->entry.time_ms, t);
+        log_error("%s: audit record lost (%s): event %s at %s", a->path, why, i->entry.event, t);
+}
+
+/* After a failed commit: lifecycle records (no caller waits for them) are kept, to be written
+ * first once the log can be written again; the rest go back to their callers. Every kept
+ * record was in the batch (a batch takes them all), so what is kept now is all there is.
+ * Writer thread. */
+static void retain_lifecycle(AuditStore *a, ItemList *batch, ItemList *answered)
+{
+        size_t kept = 0;
+
+        a->retained = (ItemList){};
+        for (AuditItem *i = batch->head, *next; i; i = next) {
+                next = i->next;
+                if (i->done)
+                        list_append(answered, i);
+                else if (kept < RETAINED_MAX) {
+                        list_append(&a->retained, i);
+                        kept++;
+                } else {
+                        log_lost(a, i, "too many kept while the log cannot be written");
+                        item_free(i);
+                }
+        }
+        *batch = (ItemList){};
+        a->retry_ms = now_unix_ms() + RETAIN_RETRY_MS;
+}
+
+static int64_t writer_deadline(AuditStore *a)
+{
+        int64_t d = a->log ? auditlog_checkpoint_deadline(a->log) : INT64_MAX;
+
+        if (a->retained.head)
+                d = MIN(d, a->retry_ms);
+        if (a->opt.retention_ms > 0 && a->log)
+                d = MIN(d, a->next_prune_ms);
+        return d;
+}
+
+static void wait_until(AuditStore *a, int64_t deadline_ms)
+{
+        if (deadline_ms == INT64_MAX) {
+                pthread_cond_wait(&a->wake, &a->lock);
+                return;
+        }
+        struct timespec ts = {.tv_sec = deadline_ms / 1000,
+                              .tv_nsec = (long) (deadline_ms % 1000) * 1000000L};
+        (void) pthread_cond_timedwait(&a->wake, &a->lock, &ts);
+}
+
+static void *writer_main(void *userdata)
+{
+        AuditStore *a = userdata;
+
+        for (;;) {
+                int64_t deadline = writer_deadline(a);
+                ItemList batch;
+                bool stopping;
+
+                pthread_mutex_lock(&a->lock);
+                if (!a->pending.head && !a->stop && now_unix_ms() < deadline)
+                        wait_until(a, deadline);
+                /* Kept lifecycle records go first, all of them (RETAINED_MAX leaves room for
+                 * requests), with the next request or when retried. */
+                if (a->retained.head &&
+                    (a->pending.head || a->stop || now_unix_ms() >= a->retry_ms)) {
+                        batch = a->retained;
+                        a->retained = (ItemList){};
+                } else
+                        batch = (ItemList){};
+                ItemList fresh = take_items(&a->pending, BATCH_MAX - list_length(&batch));
+                list_concat(&batch, &fresh);
+                stopping = a->stop && !a->pending.head && !a->retained.head;
+                pthread_mutex_unlock(&a->lock);
+
+                if (batch.head || stopping) {
+                        ItemList answered = {};
+                        int r = writer_commit(a, batch.head, stopping);
+                        for (AuditItem *i = batch.head; i; i = i->next)
+                                i->result = r;
+                        if (r < 0)
+                                retain_lifecycle(a, &batch, &answered);
+                        else
+                                answered = batch;
+                        bool any = answered.head;
+                        pthread_mutex_lock(&a->lock);
+                        list_concat(&a->done, &answered);
+                        /* stopping, or stopping with the log unwritable and nothing left to
+                         * answer */
+                        bool give_up = stopping || (r < 0 && a->stop && !a->pending.head);
+                        pthread_mutex_unlock(&a->lock);
+                        if (any)
+                                (void) eventfd_write(a->efd, 1);
+                        if (give_up) {
+                                /* shutting down with the log unwritable */
+                                for (AuditItem *i = a->retained.head, *next; i; i = next) {
+                                        next = i->next;
+                                        log_lost(a, i,
+                                                 "brokerd stopped before the log could "
+                                                 "be written");
+                                        item_free(i);
+                                }
+                                a->retained = (ItemList){};
+                                break;
+                        }
+                        continue;
+                }
+
+                /* Idle: a checkpoint that is due, or pruning. A failed log is retried by the
+                 * next batch, not here. */
+                int64_t now = now_unix_ms();
+                if (a->log && now >= auditlog_checkpoint_deadline(a->log))
+                        (void) writer_commit(a, NULL, false);
+                if (a->log && a->opt.retention_ms > 0 && now >= a->next_prune_ms) {
+                        bool more = false;
+                        int r = auditlog_prune(a->log, now, &more);
+                        /* A stretch that does not verify is refused (and logged); the log
+                         * still takes records, so that is not a write failure. */
+                        if (r != -EBADMSG)
+                                writer_note(a, r);
+                        a->next_prune_ms = more && r >= 0 ? now : now + prune_period_ms(a);
+                }
+        }
+        return NULL;
+}
+
+/* Copies the WAL into the database from its own connection, so no commit waits for it. */
+static void *checkpointer_main(void *userdata)
+{
+        AuditStore *a = userdata;
+        sqlite3 *db = NULL;
+
+        for (;;) {
+                int nlog = 0, nckpt = 0;
+                bool stop;
+
+                pthread_mutex_lock(&a->lock);
+                stop = a->stop;
+                pthread_mutex_unlock(&a->lock);
+                if (stop)
+                        break;
+                nanosleep(&(struct timespec){.tv_nsec = WAL_CHECKPOINT_EVERY_MS * 1000000L}, NULL);
+                if (!db &&
+                    sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+                        sqlite3_close(db);
+                        db = NULL;
+                        continue;
+                }
+                if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt) !=
+                    SQLITE_OK) {
+                        sqlite3_close(db); /* reopened next round (file replaced, I/O error) */
+                        db = NULL;
+                        continue;
+                }
+                if (nlog > WAL_FRAMES_RESTART) {
+                        sqlite3_busy_timeout(db, 1000);
+                        (void) sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, NULL,
+                                                         NULL);
+                        sqlite3_busy_timeout(db, 0);
+                }
+        }
+        sqlite3_close(db);
+        return NULL;
+}
+
+/* Runs callbacks of finished items on the event loop thread. */
+static void run_completions(AuditStore *a)
+{
+        ItemList done;
+
+        pthread_mutex_lock(&a->lock);
+        done = a->done;
+        a->done = (ItemList){};
+        pthread_mutex_unlock(&a->lock);
+
+        for (AuditItem *i = done.head, *next; i; i = next) {
+                next = i->next;
+                if (i->done)
+                        i->done(i->result, i->userdata);
+                item_free(i);
+        }
+}
+
+static int on_completion(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        eventfd_t v;
+
+        (void) eventfd_read(fd, &v);
+        run_completions(userdata);
+        return 0;
+}
+
+int audit_open(const char *path, const AuditLogOptions *opt, SigningKey *key, sd_event *event,
+               AuditStore **ret)
+{
+        AuditStore *a;
+        int r;
+
+        a = calloc(1, sizeof(AuditStore));
+        if (!a)
+                return -ENOMEM;
+        a->efd = -EBADF;
+        pthread_mutex_init(&a->lock, NULL);
+        pthread_cond_init(&a->wake, NULL);
+        atomic_init(&a->healthy, true);
+        a->opt = *opt;
+        a->key = signing_key_ref(key);
+        a->path = strdup(path);
+        if (!a->path) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = auditlog_open(path, true, opt, key, &a->log);
+        if (r < 0)
+                goto fail;
+        auditlog_mark(a->log, &a->mark);
+        atomic_store(&a->last_seq, a->mark.seq);
+        a->next_prune_ms = now_unix_ms();
+
+        a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (a->efd < 0) {
+                r = log_error_errno(errno, "eventfd: %m");
+                goto fail;
+        }
+        r = sd_event_add_io(event, &a->efd_source, a->efd, EPOLLIN, on_completion, a);
+        if (r < 0)
+                goto fail;
+        (void) sd_event_source_set_description(a->efd_source, "audit-completions");
+
+        r = -pthread_create(&a->writer, NULL, writer_main, a);
+        if (r >= 0) {
+                r = -pthread_create(&a->checkpointer, NULL, checkpointer_main, a);
+                if (r < 0) {
+                        pthread_mutex_lock(&a->lock);
+                        a->stop = true;
+                        pthread_cond_signal(&a->wake);
+                        pthread_mutex_unlock(&a->lock);
+                        pthread_join(a->writer, NULL);
+                }
+        }
+        if (r < 0) {
+                log_error_errno(r, "Cannot start audit threads: %m");
+                goto fail;
+        }
+        a->threads_started = true;
+        *ret = a;
+        return 0;
+fail:
+        audit_close(a);
+        return r;
+}
+
+int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t done, void *userdata)
+{
+        _cleanup_(json_decrefp) json_t *rec = record;
+        AuditItem *i = calloc(1, sizeof(AuditItem));
+        int r;
+
+        if (!i)
+                return -ENOMEM;
+        /* The canonical form is made here, on the submitting thread, not in the commit. */
+        r = audit_entry_prepare(rec, time_ms, &i->entry);
+        if (r < 0) {
+                free(i);
+                return r;
+        }
+        i->done = done;
+        i->userdata = userdata;
+
+        pthread_mutex_lock(&a->lock);
+        if (a->stop) {
+                pthread_mutex_unlock(&a->lock);
+                audit_entry_done(&i->entry);
+                free(i);
+                return -ESHUTDOWN;
+        }
+        list_append(&a->pending, i);
+        pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->lock);
+        return 0;
+}
+
+void audit_complete(AuditStore *a, int result, audit_done_t done, void *userdata)
+{
+        AuditItem *i = calloc(1, sizeof(AuditItem));
+
+        if (!i) {
+                log_oom();
+                abort();
+        }
+        *i = (AuditItem){.result = result, .done = done, .userdata = userdata};
+        pthread_mutex_lock(&a->lock);
+        list_append(&a->done, i);
+        pthread_mutex_unlock(&a->lock);
+        (void) eventfd_write(a->efd, 1);
+}
+
+void audit_drain(AuditStore *a)
+{
+        if (!a || !a->threads_started)
+                return;
+        pthread_mutex_lock(&a->lock);
+        a->stop = true;
+        pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->lock);
+        pthread_join(a->writer, NULL);
+        pthread_join(a->checkpointer, NULL);
+        a->threads_started = false;
+        run_completions(a);
+}
+
+void audit_close(AuditStore *a)
+{
+        if (!a)
+                return;
+        audit_drain(a);
+        sd_event_source_disable_unref(a->efd_source);
+        if (a->efd >= 0)
+                close(a->efd);
+        auditlog_close(a->log);
+        if (a->key)
+                signing_key_unref(a->key);
+        pthread_mutex_destroy(&a->lock);
+        pthread_cond_destroy(&a->wake);
+        free(a->path);
+        free(a);
+}
+
+bool audit_healthy(AuditStore *a)
+{
+        return atomic_load(&a->healthy);
+}
+
+const SigningKey *audit_signing_key(AuditStore *a)
+{
+        return a->key;
+}
+
+uint64_t audit_last_seq(AuditStore *a)
+{
+        return atomic_load(&a->last_seq);
+}
+
+json_t *audit_record_new(const char *event, int64_t time_ms)
+{
+        char t[TIME_RFC3339_MAX];
+
+        time_format_rfc3339_ms(time_ms, t);
+        return json_pack("{s:s, s:s}", "time", t, "event", event);
+}

@@ -1,0 +1,262 @@
+#include "identity/identity.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "identity/cgroup.h"
+#include "escape.h"
+#include "macro.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it */
+#endif
+
+/* /proc/PID/cgroup of a process in deeply nested cgroups on a hybrid host stays far below
+ * this; a longer one is refused rather than truncated. */
+#define PROC_CGROUP_MAX (64u * 1024)
+#define PEER_GROUPS_MAX 65536u /* NGROUPS_MAX */
+
+static int read_peer_groups(int fd, gid_t **ret, size_t *ret_n)
+{
+        socklen_t len = 64 * sizeof(gid_t);
+        _cleanup_free_ gid_t *g = NULL;
+
+        for (;;) {
+                free(g);
+                g = malloc(len ? len : sizeof(gid_t));
+                if (!g)
+                        return -ENOMEM;
+                socklen_t l = len;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &l) == 0) {
+                        *ret_n = l / sizeof(gid_t);
+                        *ret = TAKE_PTR(g);
+                        return 0;
+                }
+                /* The kernel reports the size it needs with ERANGE. */
+                if (errno != ERANGE || l <= len || l > PEER_GROUPS_MAX * sizeof(gid_t))
+                        return -errno;
+                len = l;
+        }
+}
+
+static char *lookup_user(uid_t uid)
+{
+        struct passwd pw, *res = NULL;
+        char buf[4096];
+
+        if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || !res)
+                return NULL;
+        return strdup(res->pw_name);
+}
+
+static char *lookup_group(gid_t gid)
+{
+        struct group gr, *res = NULL;
+        char buf[16384];
+
+        if (getgrgid_r(gid, &gr, buf, sizeof(buf), &res) != 0 || !res)
+                return NULL;
+        return strdup(res->gr_name);
+}
+
+static int read_exe(pid_t pid, char **ret)
+{
+        char path[64], target[PATH_MAX];
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int) pid);
+        n = readlink(path, target, sizeof(target));
+        if (n < 0)
+                return -errno;
+        if ((size_t) n >= sizeof(target))
+                return -ENAMETOOLONG;
+        target[n] = 0;
+        *ret = strdup(target);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int read_cgroup(pid_t pid, CgroupInfo *ret)
+{
+        char path[64];
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        size_t len = 0;
+
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int) pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        buf = malloc(PROC_CGROUP_MAX + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n = read(fd, buf + len, PROC_CGROUP_MAX + 1 - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                len += n;
+                if (len > PROC_CGROUP_MAX)
+                        return -EFBIG;
+        }
+        buf[len] = 0;
+        return cgroup_info_parse(buf, ret);
+}
+
+int identity_check_alive(const Identity *id)
+{
+        /* A pidfd becomes readable when its process exits. */
+        struct pollfd p = {.fd = id->pidfd, .events = POLLIN};
+        int r = poll(&p, 1, 0);
+
+        if (r < 0)
+                return -errno;
+        return r == 0 ? 0 : -ESRCH;
+}
+
+int identity_from_socket(int fd, Identity *ret)
+{
+        Identity id = {.pidfd = -EBADF};
+        struct ucred uc;
+        socklen_t len = sizeof(uc);
+        CgroupInfo cg = {};
+        int r;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+                return -errno;
+        /* pid 0: the peer's PID namespace is not visible from ours. It is not us. */
+        if (uc.pid == 0)
+                return -EREMOTE;
+
+        len = sizeof(id.pidfd);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &id.pidfd, &len) < 0)
+                return errno == ENOPROTOOPT ? -EPROTONOSUPPORT : -errno;
+
+        id.pid = uc.pid;
+        id.uid = uc.uid;
+        id.gid = uc.gid;
+
+        r = read_peer_groups(fd, &id.groups, &id.n_groups);
+        if (r < 0)
+                goto fail;
+
+        id.user = lookup_user(id.uid);
+        id.group = lookup_group(id.gid);
+
+        /* exe may be unreadable (a zombie, a kernel thread); the rule matcher treats a
+         * missing exe as not matching any exe pattern. */
+        (void) read_exe(id.pid, &id.exe);
+
+        r = read_cgroup(id.pid, &cg);
+        if (r == -ENOENT || r == -ESRCH) {
+                r = -ESRCH;
+                goto fail;
+        }
+        if (r < 0)
+                goto fail;
+        id.cgroup = TAKE_PTR(cg.path);
+        id.unit = TAKE_PTR(cg.unit);
+        id.user_delegated = cg.user_delegated;
+        id.container = TAKE_PTR(cg.container);
+
+        /* pidfd check after the /proc reads: if the process exited meanwhile, its PID may have
+         * been reused and what we read may describe another process. */
+        r = identity_check_alive(&id);
+        if (r < 0)
+                goto fail;
+
+        *ret = id;
+        return 0;
+fail:
+        identity_done(&id);
+        return r;
+}
+
+bool identity_in_group(const Identity *id, gid_t gid)
+{
+        if (id->gid == gid)
+                return true;
+        for (size_t i = 0; i < id->n_groups; i++)
+                if (id->groups[i] == gid)
+                        return true;
+        return false;
+}
+
+void identity_done(Identity *id)
+{
+        free(id->groups);
+        free(id->user);
+        free(id->group);
+        free(id->exe);
+        free(id->cgroup);
+        free(id->unit);
+        free(id->container);
+        if (id->pidfd >= 0)
+                close(id->pidfd);
+        *id = (Identity){.pidfd = -EBADF};
+}
+
+int identity_probe_kernel(void)
+{
+        _cleanup_close_ int a = -EBADF, b = -EBADF;
+        int sv[2], pidfd = -EBADF;
+        socklen_t len = sizeof(pidfd);
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        a = sv[0];
+        b = sv[1];
+        if (getsockopt(a, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+                return errno == ENOPROTOOPT ? -EPROTONOSUPPORT : -errno;
+        close(pidfd);
+        return 0;
+}
+
+static int json_set_string_or_null(json_t *o, const char *key, const char *value)
+{
+        if (!value)
+                return json_object_set_new(o, key, json_null());
+        _cleanup_free_ char *e = text_escape(value);
+        if (!e)
+                return -1;
+        return json_object_set_new(o, key, json_string(e));
+}
+
+json_t *identity_to_json(const Identity *id, bool with_groups)
+{
+        json_t *o = json_object();
+        int r = 0;
+
+        if (!o)
+                return NULL;
+        r |= json_object_set_new(o, "uid", json_integer(id->uid));
+        r |= json_object_set_new(o, "gid", json_integer(id->gid));
+        if (with_groups) {
+                json_t *g = json_array();
+                for (size_t i = 0; g && i < id->n_groups; i++)
+                        r |= json_array_append_new(g, json_integer(id->groups[i]));
+                r |= json_object_set_new(o, "groups", g);
+        }
+        r |= json_object_set_new(o, "pid", json_integer(id->pid));
+        r |= json_set_string_or_null(o, "user", id->user);
+        r |= json_set_string_or_null(o, "group", id->group);
+        r |= json_set_string_or_null(o, "exe", id->exe);
+        r |= json_set_string_or_null(o, "cgroup", id->cgroup);
+        r |= json_set_string_or_null(o, "unit", id->unit);
+        r |= json_object_set_new(o, "user_delegated", json_boolean(id->user_delegated));
+        r |= json_set_string_or_null(o, "container", id->container);
+        if (r != 0) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}

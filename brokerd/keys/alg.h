@@ -1,0 +1,15 @@
+/* The JWS algorithms the broker signs with, and their names as JOSE spells them. Below every
+ * other part of keys/ and policy/: a rule names an algorithm, a key has one. */
+#pragma once
+
+typedef enum Alg {
+        ALG_EDDSA,
+        ALG_ES256,
+        ALG_RS256,
+        _ALG_MAX,
+} Alg;
+
+/* "EdDSA", "ES256", "RS256"; NULL for anything else. */
+const char *alg_to_string(Alg a);
+/* Alg, or -EINVAL for a name that is not one of them (case matters, as in JOSE). */
+int alg_from_string(const char *s);

@@ -1,0 +1,89 @@
+/* The daemon's configuration: one JSON file, validated as a whole. Every problem is reported
+ * with its JSON path ("rules[2].match.uid: expected integer"), not just the first. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "keys/alg.h"
+
+typedef struct RuleMatch {
+        bool has_uid, has_gid, has_user, has_group;
+        uid_t uid;
+        gid_t gid;
+        uid_t user_uid;  /* `user`, resolved when the config is loaded */
+        gid_t group_gid; /* `group`, likewise */
+        char *user, *group;
+        char *exe, *unit, *cgroup, *container; /* globs, NULL when absent */
+} RuleMatch;
+
+typedef struct Rule {
+        char *name;
+        RuleMatch match;
+        char *subject; /* template: {uid} {gid} {user} {unit} {container} {rule} */
+        char **audiences;
+        size_t n_audiences;
+        char **scopes;
+        size_t n_scopes;
+        uint64_t max_ttl; /* seconds; the rule's own or the global one */
+        Alg alg;
+} Rule;
+
+typedef struct Limits {
+        uint64_t max_connections;
+        uint64_t max_connections_per_uid;
+        uint64_t rate;         /* token requests per second per identity; 0 disables */
+        uint64_t burst;        /* bucket size */
+        uint64_t idle_timeout; /* seconds without a request before a connection is closed */
+        uint64_t read_timeout; /* seconds for a started frame to arrive completely */
+} Limits;
+
+typedef struct KeysConfig {
+        uint64_t rotation_period; /* an active key signs this long (24h) */
+        uint64_t publish_ahead;   /* a next key is published this long before it signs (1h) */
+        uint64_t clock_skew;      /* how far relying parties' clocks may lag (5m) */
+        uint64_t retention;       /* a retired key stays published: at least the longest
+                                   * max_ttl plus clock_skew, which is also the default */
+        unsigned rsa_bits;        /* RS256 key size (2048) */
+} KeysConfig;
+
+typedef struct Config {
+        char *path;
+        char *issuer;
+        char *workload_socket;
+        char *admin_socket;
+        char *state_directory;
+        char *audit_database;
+        int64_t audit_retention_ms;           /* 0: keep everything */
+        uint64_t audit_checkpoint_every;      /* records (1000) */
+        int64_t audit_checkpoint_interval_ms; /* (60s) */
+        uint64_t default_ttl, max_ttl;
+        Limits limits;
+        KeysConfig keys;
+        char *master_key_file;   /* NULL: only the systemd credential master.key */
+        char *publish_directory; /* NULL: JWKS and discovery are not written to files */
+        Rule *rules;
+        size_t n_rules;
+} Config;
+
+/* Parses JSON text. On failure returns -EINVAL and *ret_errors holds one line per problem
+ * ("PATH: message"), NULL-terminated; free with strv_free(). `origin` names the file in
+ * messages. */
+int config_parse_text(const char *text, size_t len, const char *origin, Config **ret,
+                      char ***ret_errors);
+int config_load(const char *path, Config **ret, char ***ret_errors);
+void config_free(Config *c);
+static inline void config_freep(Config **c)
+{
+        if (*c)
+                config_free(*c);
+}
+
+/* The longest token lifetime any rule allows. */
+uint64_t config_longest_ttl(const Config *c);
+
+/* Settings that cannot change without a restart (sockets, directories, databases). Returns
+ * the first such JSON path that differs, or NULL. */
+const char *config_restart_only_change(const Config *old, const Config *new);

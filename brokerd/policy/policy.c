@@ -1,0 +1,190 @@
+#include "policy/policy.h"
+
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "macro.h"
+#include "policy/subject.h"
+
+static const char *const deny_reasons[_DENY_MAX] = {
+    [DENY_NONE] = "none",
+    [DENY_NO_RULE] = "no_matching_rule",
+    [DENY_AUDIENCE] = "audience_not_allowed",
+    [DENY_SCOPE] = "scope_not_allowed",
+    [DENY_SUBJECT] = "subject_unavailable",
+    [DENY_IDENTITY] = "identity_unconfirmed",
+};
+
+const char *deny_reason_to_string(DenyReason r)
+{
+        return r >= 0 && r < _DENY_MAX ? deny_reasons[r] : "unknown";
+}
+
+/* Selector globs use fnmatch(3) with FNM_PATHNAME: a '*' never crosses a '/', so /usr/bin/STAR
+ * stays inside /usr/bin (STAR standing for the asterisk). */
+static bool glob_match(const char *pattern, const char *s)
+{
+        return s && fnmatch(pattern, s, FNM_PATHNAME) == 0;
+}
+
+bool rule_matches(const Rule *r, const Identity *id)
+{
+        const RuleMatch *m = &r->match;
+
+        if (m->has_uid && id->uid != m->uid)
+                return false;
+        if (m->has_gid && !identity_in_group(id, m->gid))
+                return false;
+        if (m->has_user && id->uid != m->user_uid)
+                return false;
+        if (m->has_group && !identity_in_group(id, m->group_gid))
+                return false;
+        /* A selector the caller has no value for (no exe, no unit, not in a container) does
+         * not hold: default deny. */
+        if (m->exe && !glob_match(m->exe, id->exe))
+                return false;
+        if (m->unit && !glob_match(m->unit, id->unit))
+                return false;
+        /* Below their own systemd (user@UID.service) users name units and cgroups as they like,
+         * "docker-<id>.scope" included: there a unit or container name identifies a workload
+         * only together with the user it runs as. */
+        if ((m->unit || m->container) && id->user_delegated && !m->has_uid && !m->has_user)
+                return false;
+        if (m->cgroup && !glob_match(m->cgroup, id->cgroup))
+                return false;
+        if (m->container && !glob_match(m->container, id->container))
+                return false;
+        return true;
+}
+
+const Rule *policy_find_rule(const Config *c, const Identity *id)
+{
+        for (size_t i = 0; i < c->n_rules; i++)
+                if (rule_matches(&c->rules[i], id))
+                        return &c->rules[i];
+        return NULL;
+}
+
+static bool label_char(char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-';
+}
+
+bool audience_pattern_valid(const char *p)
+{
+        for (size_t i = 0; p[i]; i++)
+                if (p[i] == '*' &&
+                    ((i > 0 && label_char(p[i - 1])) || label_char(p[i + 1]) || p[i + 1] == '*'))
+                        return false;
+        return true;
+}
+
+bool audience_match(const char *p, const char *s)
+{
+        while (*p) {
+                if (*p == '*') {
+                        /* the label ends at the first non-label character, and the pattern's
+                         * next character is one: no backtracking */
+                        size_t n = 0;
+                        while (label_char(s[n]))
+                                n++;
+                        if (n < 1 || n > 63)
+                                return false;
+                        s += n;
+                        p++;
+                        continue;
+                }
+                if (*p++ != *s++)
+                        return false;
+        }
+        return *s == 0;
+}
+
+static bool audience_allowed(const Rule *r, const char *aud)
+{
+        for (size_t i = 0; i < r->n_audiences; i++)
+                if (audience_match(r->audiences[i], aud))
+                        return true;
+        return false;
+}
+
+static bool scope_allowed(const Rule *r, const char *scope)
+{
+        for (size_t i = 0; i < r->n_scopes; i++)
+                if (strcmp(r->scopes[i], scope) == 0)
+                        return true;
+        return false;
+}
+
+_printf_(3, 4) static void deny(Decision *d, DenyReason reason, const char *fmt, ...)
+{
+        va_list ap;
+
+        d->reason = reason;
+        va_start(ap, fmt);
+        vsnprintf(d->message, sizeof(d->message), fmt, ap);
+        va_end(ap);
+}
+
+int policy_decide(const Config *c, const Identity *id, const char *audience,
+                  const char *const *scopes, size_t n_scopes, bool has_ttl, int64_t ttl,
+                  Decision *ret)
+{
+        Decision d = {};
+        const char *missing = NULL;
+        int r;
+
+        /* Messages name only what the caller asked for and which check failed, never another
+         * rule's selectors, audiences or scopes. */
+        d.rule = policy_find_rule(c, id);
+        if (!d.rule) {
+                deny(&d, DENY_NO_RULE, "no rule matches this caller");
+                *ret = d;
+                return 0;
+        }
+        if (!audience_allowed(d.rule, audience)) {
+                deny(&d, DENY_AUDIENCE, "audience \"%s\" is not allowed for this caller", audience);
+                *ret = d;
+                return 0;
+        }
+        for (size_t i = 0; i < n_scopes; i++)
+                if (!scope_allowed(d.rule, scopes[i])) {
+                        deny(&d, DENY_SCOPE, "scope \"%s\" is not allowed for this caller",
+                             scopes[i]);
+                        *ret = d;
+                        return 0;
+                }
+
+        r = subject_render(d.rule->subject, id, d.rule->name, &d.subject, &missing);
+        if (r == -E2BIG) {
+                deny(&d, DENY_SUBJECT, "the subject for this caller would be longer than %u bytes",
+                     SUBJECT_MAX);
+                *ret = d;
+                return 0;
+        }
+        if (r == -ENODATA) {
+                deny(&d, DENY_SUBJECT, "the subject for this caller needs a {%s} it does not have",
+                     missing);
+                *ret = d;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+
+        /* Clamp, never refuse: the response's expires_at tells the caller the real lifetime. */
+        d.ttl = has_ttl ? (uint64_t) ttl : c->default_ttl;
+        if (d.ttl > d.rule->max_ttl)
+                d.ttl = d.rule->max_ttl;
+
+        *ret = d;
+        return 0;
+}
+
+void decision_done(Decision *d)
+{
+        free(d->subject);
+        d->subject = NULL;
+}

@@ -1,0 +1,157 @@
+#include "transport/listener.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "macro.h"
+#include "pathsafe.h"
+
+/* Sockets passed by systemd, by FileDescriptorName=; taken out as listeners claim them. */
+static char **activation_names;
+static int activation_first_fd;
+static int activation_n;
+
+int listener_collect_activation(void)
+{
+        int n = sd_listen_fds_with_names(true, &activation_names);
+
+        if (n < 0)
+                return log_error_errno(n, "Cannot read sockets passed by systemd: %m");
+        activation_n = n;
+        activation_first_fd = SD_LISTEN_FDS_START;
+        return n;
+}
+
+static int take_activated(const char *name)
+{
+        for (int i = 0; i < activation_n; i++) {
+                if (!activation_names || !activation_names[i] ||
+                    strcmp(activation_names[i], name) != 0)
+                        continue;
+                int fd = activation_first_fd + i;
+                free(activation_names[i]);
+                activation_names[i] = NULL;
+                return fd;
+        }
+        return -ENOENT;
+}
+
+static int create_socket(Listener *l, mode_t mode, bool world_search)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        _cleanup_free_ char *dir_copy = strdup(l->path), *lock_path = NULL;
+        _cleanup_close_ int fd = -EBADF, lock_fd = -EBADF;
+        char err[512];
+        struct stat st;
+        int r;
+
+        if (!dir_copy)
+                return -ENOMEM;
+        if (strlen(l->path) >= sizeof(sa.sun_path))
+                return log_error_errno(ENAMETOOLONG, "%s: socket path too long", l->path);
+
+        r = path_make_dir(dirname(dir_copy), 0755, false, world_search, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Refusing socket %s: %s", l->path, err);
+
+        /* One daemon per socket: a second one would unlink the first one's live socket. */
+        if (asprintf(&lock_path, "%s.lock", l->path) < 0)
+                return -ENOMEM;
+        lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (lock_fd < 0)
+                return log_error_errno(errno, "Cannot open lock %s: %m", lock_path);
+        if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return log_error_errno(EADDRINUSE,
+                                               "Another brokerd is already serving %s (lock %s "
+                                               "is held); stop it first",
+                                               l->path, lock_path);
+                return log_error_errno(errno, "Cannot lock %s: %m", lock_path);
+        }
+
+        /* We hold the lock, so a socket still there is left over from a crash. */
+        if (lstat(l->path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return log_error_errno(EEXIST,
+                                               "%s exists and is not a socket; refusing to "
+                                               "replace it",
+                                               l->path);
+                if (unlink(l->path) < 0)
+                        return log_error_errno(errno, "Cannot remove stale socket %s: %m", l->path);
+                log_info("Removed stale socket %s", l->path);
+        } else if (errno != ENOENT)
+                return log_error_errno(errno, "Cannot stat %s: %m", l->path);
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "socket(): %m");
+        strcpy(sa.sun_path, l->path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return log_error_errno(errno, "Cannot bind %s: %m", l->path);
+        l->created = true;
+        /* bind() honoured our umask (077); now open it up exactly as far as intended. */
+        if (chmod(l->path, mode) < 0)
+                return log_error_errno(errno, "Cannot chmod %s: %m", l->path);
+        if (listen(fd, SOMAXCONN) < 0)
+                return log_error_errno(errno, "Cannot listen on %s: %m", l->path);
+
+        l->fd = TAKE_FD(fd);
+        l->lock_fd = TAKE_FD(lock_fd);
+        return 0;
+}
+
+int listener_open(Listener *l, const char *path, const char *name, mode_t mode, bool admin,
+                  bool world_search)
+{
+        int fd, r;
+
+        *l = (Listener){.fd = -EBADF, .lock_fd = -EBADF, .admin = admin};
+        l->path = strdup(path);
+        if (!l->path)
+                return -ENOMEM;
+
+        fd = take_activated(name);
+        if (fd >= 0) {
+                r = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0);
+                if (r <= 0)
+                        return log_error_errno(r < 0 ? r : EINVAL,
+                                               "Socket passed as \"%s\" is not a listening "
+                                               "AF_UNIX stream socket",
+                                               name);
+                r = fcntl(fd, F_GETFL);
+                if (r < 0 || fcntl(fd, F_SETFL, r | O_NONBLOCK) < 0 ||
+                    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                        return log_error_errno(errno, "fcntl(): %m");
+                l->fd = fd;
+                log_info("Using socket \"%s\" passed by systemd", name);
+                return 0;
+        }
+
+        r = create_socket(l, mode, world_search);
+        if (r < 0) {
+                if (l->created)
+                        (void) unlink(l->path);
+                l->created = false;
+                return r;
+        }
+        return 0;
+}
+
+void listener_close(Listener *l)
+{
+        l->source = sd_event_source_disable_unref(l->source);
+        if (l->created)
+                (void) unlink(l->path);
+        if (l->fd >= 0)
+                close(l->fd);
+        if (l->lock_fd >= 0)
+                close(l->lock_fd);
+        free(l->path);
+        *l = (Listener){.fd = -EBADF, .lock_fd = -EBADF};
+}
