@@ -80,8 +80,12 @@ class TokenTest(BrokerTestCase):
         b = self.broker(extra={"tokens": {"default_ttl": 1, "max_ttl": 1}})
         tok = b.token().stdout.strip()
         jwks = b.jwks()
-        verify_token(tok, jwks, "https://api.test")
-        time.sleep(2.1)
+        # iat is whole seconds, so a 1 s token may have expired by the time it is first
+        # verified: check it with a leeway, then strictly once its exp has surely passed.
+        claims = verify_token(tok, jwks, "https://api.test", leeway=5)
+        self.assertEqual(claims["exp"] - claims["iat"], 1)
+        while time.time() < claims["exp"] + 1:
+            time.sleep(0.1)
         with self.assertRaises(pyjwt.ExpiredSignatureError):
             verify_token(tok, jwks, "https://api.test")
 
