@@ -135,11 +135,11 @@ layering:
 check-asan:
 	$(MAKE) SAN=1 BUILD=build/asan unit integration
 
-check: all
+check: all layering
 	$(MAKE) unit integration
 	$(MAKE) check-asan
 
-check-quick: all
+check-quick: all layering
 	$(MAKE) unit
 	$(MAKE) SAN=1 BUILD=build/asan unit
 

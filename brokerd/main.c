@@ -38,7 +38,7 @@ static void usage(FILE *f)
 
 static int check_config(const char *path)
 {
-        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(config_unrefp) Config *c = NULL;
         _cleanup_strv_free_ char **errors = NULL;
         int r = config_load(path, &c, &errors);
 
@@ -156,7 +156,7 @@ int main(int argc, char **argv)
         if (r >= 0)
                 r = server_new(config, &server); /* owns config from here on */
         else
-                config_free(config);
+                config_unref(config);
         if (r >= 0)
                 r = server_run(server);
         server_free(server);

@@ -1,225 +1,34 @@
-/* brokerctl audit export: streams records in seq order, in constant memory, as JSON lines (the
- * stored records themselves), RFC 4180 CSV, or OCSF; large CSV and OCSF exports are rendered
- * by several threads and still written in order. */
-#include <jansson.h>
-#include <malloc.h>
-#include <pthread.h>
-#include <stdio_ext.h>
-#include <stdlib.h>
-#include <stdbool.h>
+/* brokerctl audit export: options, output file, progress line; the export itself is the
+ * grant-log library's (grantlog/export.h). */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "audit_tool.h"
 #include "exitcode.h"
-#include "json-util.h"
+#include "grantlog/record.h"
 #include "macro.h"
 #include "timeutil.h"
 
-/* The columns, and the SQL that reads each from a stored record. "scopes" (a JSON array) is
- * joined with spaces here, not in SQL, whose group_concat() does not promise an order. */
-static const struct {
-        const char *name, *sql;
-} csv_columns[] = {
-    {"seq", "body ->> '$.seq'"},
-    {"time", "body ->> '$.time'"},
-    {"event", "body ->> '$.event'"},
-    {"reason", "body ->> '$.reason'"},
-    {"rule", "body ->> '$.rule'"},
-    {"peer_uid", "body ->> '$.peer.uid'"},
-    {"peer_gid", "body ->> '$.peer.gid'"},
-    {"peer_pid", "body ->> '$.peer.pid'"},
-    {"peer_user", "body ->> '$.peer.user'"},
-    {"peer_exe", "body ->> '$.peer.exe'"},
-    {"peer_unit", "body ->> '$.peer.unit'"},
-    {"peer_cgroup", "body ->> '$.peer.cgroup'"},
-    {"peer_container", "body ->> '$.peer.container'"},
-    {"subject", "body ->> '$.subject'"},
-    {"audience", "body ->> '$.audience'"},
-    {"scopes", "body -> '$.scopes'"},
-    {"alg", "body ->> '$.alg'"},
-    {"kid", "body ->> '$.kid'"},
-    {"jti", "body ->> '$.jti'"},
-    {"expires_at", "body ->> '$.expires_at'"},
-    {"token_sha256", "body ->> '$.token_sha256'"},
-    {"prev_hash", "body ->> '$.prev_hash'"},
-    {"hash", "hash"},
-};
-
-/* RFC 4180 quoting, and no cell may start like a spreadsheet formula (=, +, -, @, tab, CR):
- * such a cell is prefixed with a single quote so it is shown as text, not evaluated. */
-static void csv_cell(FILE *out, const char *s)
+int audit_args_add_events(AuditToolArgs *a, char *value)
 {
-        bool formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' ||
-                       s[0] == '\r';
-        const char *q;
-
-        fputs(formula ? "\"'" : "\"", out);
-        while ((q = strchr(s, '"'))) { /* a '"' is doubled */
-                fwrite(s, 1, (size_t) (q - s) + 1, out);
-                fputc('"', out);
-                s = q + 1;
+        for (char *e; (e = strsep(&value, ",")) != NULL;) {
+                if (!grantlog_event_known(e)) {
+                        fprintf(stderr,
+                                "brokerctl: --event: \"%s\" is not an event the grant log "
+                                "records (%s)\n",
+                                e, GRANTLOG_EVENT_NAMES);
+                        return EXIT_USAGE;
+                }
+                if (a->n_events >= GRANTLOG_EVENTS_MAX) {
+                        fprintf(stderr, "brokerctl: at most %u events with --event\n",
+                                GRANTLOG_EVENTS_MAX);
+                        return EXIT_USAGE;
+                }
+                a->events[a->n_events++] = e;
         }
-        fputs(s, out);
-        fputc('"', out);
-}
-
-/* A JSON array of strings as one cell, its elements joined by spaces. */
-static void csv_list(FILE *out, const char *json)
-{
-        _cleanup_(json_decrefp) json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
-        _cleanup_free_ char *joined = NULL;
-        size_t i, len = 0;
-        json_t *e;
-        FILE *m;
-
-        if (!json_is_array(v))
-                return;
-        m = open_memstream(&joined, &len);
-        if (!m)
-                return;
-        json_array_foreach (v, i, e)
-                fprintf(m, "%s%s", i ? " " : "", json_string_value(e) ?: "");
-        fclose(m);
-        csv_cell(out, joined);
-}
-
-/* Absent fields and JSON nulls are empty, unquoted cells. */
-static void csv_row(FILE *out, sqlite3_stmt *st)
-{
-        for (size_t i = 0; i < ELEMENTSOF(csv_columns); i++) {
-                const char *v = (const char *) sqlite3_column_text(st, (int) i);
-
-                if (i > 0)
-                        fputc(',', out);
-                if (!v)
-                        continue;
-                if (strcmp(csv_columns[i].name, "scopes") == 0)
-                        csv_list(out, v);
-                else
-                        csv_cell(out, v);
-        }
-        fputs("\r\n", out);
-}
-
-/* The records an export holds, in order: ?1..?3 are the seq window and the event filter. */
-#define EXPORT_WHERE "seq BETWEEN ?1 AND ?2 AND (?3 IS NULL OR event = ?3)"
-
-static const char jsonl_sql[] =
-    "SELECT body, hash FROM records WHERE " EXPORT_WHERE " ORDER BY seq";
-
-static char *csv_sql(void)
-{
-        char *sql = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&sql, &len);
-
-        if (!m)
-                return NULL;
-        fputs("SELECT ", m);
-        for (size_t i = 0; i < ELEMENTSOF(csv_columns); i++)
-                fprintf(m, "%s%s", i ? ", " : "", csv_columns[i].sql);
-        fputs(" FROM records WHERE " EXPORT_WHERE " ORDER BY seq", m);
-        if (fclose(m) != 0) {
-                free(sql);
-                return NULL;
-        }
-        return sql;
-}
-
-/* OCSF 1.1 Authentication (class 3002), activity "Authentication Ticket" (3): the broker
- * issues (or refuses) a ticket for a local process; one event per decision. The mapping is
- * documented in README.md. Built by SQLite's JSON functions straight from the stored record:
- * "->" keeps a field's JSON type (a missing field becomes null). ?4 is this host's name. */
-static const char ocsf_sql[] =
-    "SELECT CASE WHEN ev = 'grant' THEN o"
-    "       ELSE json_set(o, '$.status_detail', body -> '$.reason') END "
-    "FROM (SELECT seq, body, ev, json_object("
-    "  'class_uid', 3002, 'class_name', 'Authentication',"
-    "  'category_uid', 3, 'category_name', 'Identity & Access Management',"
-    "  'activity_id', 3, 'activity_name', 'Authentication Ticket', 'type_uid', 300203,"
-    "  'status_id', iif(ev = 'grant', 1, 2), 'status', iif(ev = 'grant', 'Success', 'Failure'),"
-    "  'time', time_ms, 'severity_id', 1, 'severity', 'Informational',"
-    "  'metadata', json_object('version', '1.1.0', 'uid', body -> '$.seq',"
-    "                          'product', json_object('name', 'brokerd',"
-    "                                                 'vendor_name', 'brokerd')),"
-    /* actor: the local process that asked, as the kernel identified it */
-    "  'actor', json_object("
-    "    'process', json_object('pid', body -> '$.peer.pid',"
-    "                           'file', json_object('path', body -> '$.peer.exe')),"
-    "    'user', json_object('uid', body -> '$.peer.uid', 'name', body -> '$.peer.user')),"
-    /* user: the identity the ticket is for; dst_endpoint: whom it is for */
-    "  'user', json_object('type', 'System', 'name', body -> '$.subject'),"
-    "  'dst_endpoint', json_object('svc_name', body -> '$.audience'),"
-    /* src_endpoint: the caller's place on this host, its unit and its container */
-    "  'src_endpoint', CASE WHEN instr(ctr, ':') > 1 THEN json_object("
-    "      'hostname', ?4, 'svc_name', body -> '$.peer.unit',"
-    "      'container', json_object('uid', substr(ctr, instr(ctr, ':') + 1),"
-    "                               'runtime', substr(ctr, 1, instr(ctr, ':') - 1)))"
-    "    ELSE json_object('hostname', ?4, 'svc_name', body -> '$.peer.unit') END,"
-    "  'unmapped', json_object('rule', body -> '$.rule', 'scopes', body -> '$.scopes',"
-    "    'unit', body -> '$.peer.unit', 'cgroup', body -> '$.peer.cgroup',"
-    "    'container', body -> '$.peer.container', 'jti', body -> '$.jti',"
-    "    'kid', body -> '$.kid', 'expires_at', body -> '$.expires_at',"
-    "    'token_sha256', body -> '$.token_sha256')) AS o"
-    "  FROM (SELECT seq, body, time_ms, body ->> '$.event' AS ev,"
-    "               iif(json_type(body, '$.peer.container') = 'text',"
-    "                   body ->> '$.peer.container', '') AS ctr"
-    "        FROM records WHERE " EXPORT_WHERE ")"
-    "  WHERE ev IN ('grant', 'deny')) "
-    "ORDER BY seq";
-
-static const char *host_name(void)
-{
-        static char name[256];
-
-        if (!name[0] && gethostname(name, sizeof(name) - 1) < 0)
-                strcpy(name, "localhost");
-        return name;
-}
-
-/* The contiguous seq range of a time window: a window export is a piece of the chain and still
- * verifies. Records are in time order except across a wall-clock jump back, where the range
- * may include a few records stamped outside the window. */
-static int seq_window(sqlite3 *db, int64_t since, int64_t until, int64_t *ret_lo, int64_t *ret_hi)
-{
-        sqlite3_stmt *st = NULL;
-        int rc;
-
-        if (sqlite3_prepare_v2(db,
-                               "SELECT (SELECT MIN(seq) FROM records WHERE time_ms >= ?1), "
-                               "(SELECT MAX(seq) FROM records WHERE time_ms < ?2)",
-                               -1, &st, NULL) != SQLITE_OK)
-                return -EIO;
-        sqlite3_bind_int64(st, 1, since);
-        sqlite3_bind_int64(st, 2, until);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-                bool none = sqlite3_column_type(st, 0) == SQLITE_NULL ||
-                            sqlite3_column_type(st, 1) == SQLITE_NULL;
-                *ret_lo = none ? 1 : sqlite3_column_int64(st, 0);
-                *ret_hi = none ? 0 : sqlite3_column_int64(st, 1);
-        }
-        sqlite3_finalize(st);
-        return rc == SQLITE_ROW ? 0 : -EIO;
-}
-
-/* At most how many records the database can hold: a row takes 64 bytes or more of a page
- * (seq, time, event, a body, a 64-digit hash). A seq range wider than this has holes. */
-static uint64_t records_max(sqlite3 *db)
-{
-        sqlite3_stmt *st = NULL;
-        uint64_t n = 0;
-
-        if (sqlite3_prepare_v2(db,
-                               "SELECT page_count * page_size / 64 FROM pragma_page_count(), "
-                               "pragma_page_size()",
-                               -1, &st, NULL) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW)
-                n = (uint64_t) sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return n;
+        return EXIT_OK;
 }
 
 static int parse_time_option(const char *name, const char *value, int64_t *ret)
@@ -234,400 +43,77 @@ static int parse_time_option(const char *name, const char *value, int64_t *ret)
         return 0;
 }
 
-/* The stored canonical record with its hash added as the last member. */
-static void jsonl_line(FILE *out, const char *body, size_t len, const char *hash)
+/* A line on the terminal for an export long enough to wait for. */
+#define PROGRESS_MIN 100000
+
+static void progress_line(uint64_t done, uint64_t total, bool last, void *userdata)
 {
-        fwrite(body, 1, len - 1, out);
-        fputs(",\"hash\":\"", out);
-        fwrite(hash, 1, 64, out);
-        fputs("\"}\n", out);
-}
-
-/* ---- rendering -------------------------------------------------------------------------- */
-
-typedef enum { FORMAT_JSONL, FORMAT_CSV, FORMAT_OCSF } Format;
-
-/* One reader of the log: a connection and the export's statement, ?3 and ?4 bound. */
-typedef struct Reader {
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        Format format;
-        const char *database;
-} Reader;
-
-static int reader_open(Reader *r, const char *database, Format format, const char *sql,
-                       const char *event)
-{
-        *r = (Reader){.database = database, .format = format};
-        r->db = audit_db_open(database);
-        if (!r->db)
-                return EXIT_USAGE;
-        if (sqlite3_prepare_v2(r->db, sql, -1, &r->st, NULL) != SQLITE_OK) {
-                fprintf(stderr, "brokerctl: %s: not an audit database: %s\n", database,
-                        sqlite3_errmsg(r->db));
-                return EXIT_OTHER;
-        }
-        if (event)
-                sqlite3_bind_text(r->st, 3, event, -1, SQLITE_STATIC);
-        if (format == FORMAT_OCSF)
-                sqlite3_bind_text(r->st, 4, host_name(), -1, SQLITE_STATIC);
-        return EXIT_OK;
-}
-
-static void reader_close(Reader *r)
-{
-        sqlite3_finalize(r->st);
-        sqlite3_close(r->db);
-        *r = (Reader){};
-}
-
-static void progress(bool on, uint64_t done, uint64_t total, bool last)
-{
-        if (!on)
+        if (total < PROGRESS_MIN)
                 return;
         fprintf(stderr, "\rbrokerctl: exported %llu of %llu records%s", (unsigned long long) done,
                 (unsigned long long) total, last ? "\n" : "");
 }
 
-/* Export-wide progress: a line each PROGRESS_STEP records, when stderr is a terminal. */
-#define PROGRESS_STEP 100000
-typedef struct Progress {
-        bool on;
-        uint64_t done, total;
-} Progress;
-
-static void progress_add(Progress *p, uint64_t n)
-{
-        if (p->done / PROGRESS_STEP != (p->done + n) / PROGRESS_STEP)
-                progress(p->on, p->done + n, p->total, false);
-        p->done += n;
-}
-
-/* Writes the records with seq lo..hi to out; counts them in *rows (and in p, if given). On
- * failure, the message. */
-static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, Progress *p,
-                  char *err, size_t err_size)
-{
-        int rc;
-
-        sqlite3_bind_int64(r->st, 1, lo);
-        sqlite3_bind_int64(r->st, 2, hi);
-        while ((rc = sqlite3_step(r->st)) == SQLITE_ROW) {
-                (*rows)++;
-                if (p)
-                        progress_add(p, 1);
-                if (r->format == FORMAT_CSV) {
-                        csv_row(out, r->st);
-                        continue;
-                }
-                if (r->format == FORMAT_OCSF) {
-                        const char *o = (const char *) sqlite3_column_text(r->st, 0);
-                        fwrite(o ?: "", 1, (size_t) sqlite3_column_bytes(r->st, 0), out);
-                        fputc('\n', out);
-                        continue;
-                }
-                const char *body = (const char *) sqlite3_column_text(r->st, 0);
-                const char *hash = (const char *) sqlite3_column_text(r->st, 1);
-                size_t len = (size_t) sqlite3_column_bytes(r->st, 0);
-                if (!body || len < 2 || !hash || strlen(hash) != 64) {
-                        snprintf(err, err_size, "a stored record is damaged");
-                        sqlite3_reset(r->st);
-                        return EXIT_OTHER;
-                }
-                jsonl_line(out, body, len, hash);
-        }
-        /* e.g. "malformed JSON": a stored record that is not one */
-        if (rc != SQLITE_DONE)
-                snprintf(err, err_size, "reading %s failed: %s", r->database,
-                         sqlite3_errmsg(r->db));
-        sqlite3_reset(r->st);
-        return rc == SQLITE_DONE ? EXIT_OK : EXIT_OTHER;
-}
-
-/* ---- in parallel, in order ---------------------------------------------------------------
- *
- * CSV and OCSF rows are built by SQLite's JSON functions at about 200,000 a second on one core.
- * A large export is cut into blocks of BLOCK_RECORDS seqs; worker i renders blocks i, i + n,
- * i + 2n, ... into memory, and the main thread writes them out in order. A worker renders its
- * next block while the last waits, and no further: memory stays at two blocks a worker.
- *
- * Each connection reads in a transaction of its own, so each sees one snapshot of the log. The
- * daemon only appends (after the window) and prunes (from the start): a worker's snapshot holds
- * the window as the main thread's does unless a prune reached into it since, which the worker
- * checks before it renders anything. */
-
-#define BLOCK_RECORDS        500   /* divides the progress step: the line counts exactly */
-#define PARALLEL_RECORDS_MIN 20000 /* per thread; below it one thread is faster */
-
-typedef struct Block {
-        char *text;
-        size_t len;
-        uint64_t rows;
-        int ret;
-        char err[512];
-} Block;
-
-typedef struct Export Export;
-
-typedef struct Worker {
-        Export *x;
-        size_t index;
-        pthread_t thread;
-        bool ready; /* `done` holds a block the main thread has not taken */
-        Block done;
-} Worker;
-
-struct Export {
-        const AuditToolArgs *args;
-        Format format;
-        const char *sql;
-        int64_t lo, hi;
-        uint64_t n_blocks;
-        size_t n_workers;
-        pthread_mutex_t lock;
-        pthread_cond_t changed;
-        bool stop;
-        Worker workers[AUDIT_THREADS_MAX];
-};
-
-static void block_range(const Export *x, uint64_t b, int64_t *lo, int64_t *hi)
-{
-        /* b * BLOCK_RECORDS < hi - lo + 1, which records_max() bounds */
-        *lo = x->lo + (int64_t) (b * BLOCK_RECORDS);
-        *hi = (uint64_t) x->hi - (uint64_t) *lo < BLOCK_RECORDS ? x->hi : *lo + BLOCK_RECORDS - 1;
-}
-
-/* Starts the reader's snapshot; EXIT_OK when it holds the window as the main thread saw it. */
-static int snapshot_matches(const Export *x, Reader *r, char *err, size_t err_size)
-{
-        sqlite3_stmt *st = NULL;
-        int ret = EXIT_OTHER;
-
-        if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_prepare_v2(r->db, "SELECT MIN(seq) FROM records", -1, &st, NULL) != SQLITE_OK) {
-                snprintf(err, err_size, "reading %s failed: %s", r->database,
-                         sqlite3_errmsg(r->db));
-                return EXIT_OTHER;
-        }
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_INTEGER &&
-            sqlite3_column_int64(st, 0) <= x->lo)
-                ret = EXIT_OK;
-        else
-                snprintf(err, err_size, "the log was pruned under the export: export again");
-        sqlite3_finalize(st);
-        return ret;
-}
-
-/* Renders block b into memory. */
-static void render_block(const Export *x, Reader *r, uint64_t b, Block *blk)
-{
-        FILE *m = open_memstream(&blk->text, &blk->len);
-        int64_t lo, hi;
-
-        if (!m) {
-                blk->ret = EXIT_OTHER;
-                snprintf(blk->err, sizeof(blk->err), "out of memory");
-                return;
-        }
-        __fsetlocking(m, FSETLOCKING_BYCALLER); /* only this thread writes to it */
-        block_range(x, b, &lo, &hi);
-        blk->ret = render(r, lo, hi, m, &blk->rows, NULL, blk->err, sizeof(blk->err));
-        if (fclose(m) != 0 && blk->ret == EXIT_OK) {
-                blk->ret = EXIT_OTHER;
-                snprintf(blk->err, sizeof(blk->err), "out of memory");
-        }
-}
-
-static void *worker_main(void *userdata)
-{
-        Worker *w = userdata;
-        Export *x = w->x;
-        Reader r = {};
-        char err[sizeof(((Block *) NULL)->err)] = "cannot open the database again";
-        int ready = reader_open(&r, x->args->database, x->format, x->sql, x->args->event);
-
-        if (ready == EXIT_OK)
-                ready = snapshot_matches(x, &r, err, sizeof(err));
-        else
-                ready = EXIT_OTHER;
-        for (uint64_t b = w->index; b < x->n_blocks; b += x->n_workers) {
-                Block next = {.ret = ready};
-
-                if (ready == EXIT_OK)
-                        render_block(x, &r, b, &next);
-                else
-                        snprintf(next.err, sizeof(next.err), "%s", err);
-                pthread_mutex_lock(&x->lock);
-                while (w->ready && !x->stop)
-                        pthread_cond_wait(&x->changed, &x->lock);
-                if (x->stop) {
-                        pthread_mutex_unlock(&x->lock);
-                        free(next.text);
-                        break;
-                }
-                w->done = next;
-                w->ready = true;
-                pthread_cond_broadcast(&x->changed);
-                pthread_mutex_unlock(&x->lock);
-                if (next.ret != EXIT_OK)
-                        break;
-        }
-        reader_close(&r);
-        return NULL;
-}
-
-/* Block b, from the worker that renders it, once it is ready. */
-static Block take_block(Export *x, uint64_t b)
-{
-        Worker *w = &x->workers[b % x->n_workers];
-        Block blk;
-
-        pthread_mutex_lock(&x->lock);
-        while (!w->ready)
-                pthread_cond_wait(&x->changed, &x->lock);
-        blk = w->done;
-        w->ready = false;
-        pthread_cond_broadcast(&x->changed);
-        pthread_mutex_unlock(&x->lock);
-        return blk;
-}
-
-/* Stops the workers (mid-export too, after a failure) and frees what they hold. */
-static void stop_workers(Export *x, size_t n_started)
-{
-        pthread_mutex_lock(&x->lock);
-        x->stop = true;
-        pthread_cond_broadcast(&x->changed);
-        pthread_mutex_unlock(&x->lock);
-        for (size_t i = 0; i < n_started; i++) {
-                pthread_join(x->workers[i].thread, NULL);
-                if (x->workers[i].ready)
-                        free(x->workers[i].done.text);
-        }
-}
-
-/* n workers, or none (render in this thread) if they cannot all start. */
-static void start_workers(Export *x, size_t n)
-{
-        size_t started = 0;
-
-        x->n_workers = n; /* read by the workers: set before any starts */
-        for (; started < n; started++) {
-                x->workers[started] = (Worker){.x = x, .index = started};
-                if (pthread_create(&x->workers[started].thread, NULL, worker_main,
-                                   &x->workers[started]) != 0)
-                        break;
-        }
-        if (started < n) {
-                stop_workers(x, started);
-                x->n_workers = 0;
-        }
-}
-
 int audit_export(const AuditToolArgs *a)
 {
         _cleanup_fclose_ FILE *file = NULL;
-        int64_t since = INT64_MIN, until = INT64_MAX;
-        Export x = {
-            .args = a, .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
-        Reader r = {};
-        FILE *out = stdout;
-        Progress prog;
-        uint64_t span; /* seqs in the window */
-        int ret;
+        GrantlogExportOptions o = {
+            .database = a->database,
+            .since_ms = INT64_MIN,
+            .until_ms = INT64_MAX,
+            .events = a->events,
+            .n_events = a->n_events,
+            .threads = a->threads > 0 ? (unsigned) a->threads : 0,
+            .out = stdout,
+        };
+        char err[1024];
+        int r;
 
-        if (strcmp(a->format, "jsonl") == 0)
-                x.format = FORMAT_JSONL;
-        else if (strcmp(a->format, "csv") == 0)
-                x.format = FORMAT_CSV;
-        else if (strcmp(a->format, "ocsf") == 0)
-                x.format = FORMAT_OCSF;
-        else {
+        if (!a->database) {
+                fprintf(stderr, "brokerctl: audit export needs --database PATH\n");
+                return EXIT_USAGE;
+        }
+        r = grantlog_format_from_string(a->format);
+        if (r < 0) {
                 fprintf(stderr, "brokerctl: --format must be jsonl, csv or ocsf, got \"%s\"\n",
                         a->format);
                 return EXIT_USAGE;
         }
-        if (parse_time_option("since", a->since, &since) < 0 ||
-            parse_time_option("until", a->until, &until) < 0)
+        o.format = r;
+        if (parse_time_option("since", a->since, &o.since_ms) < 0 ||
+            parse_time_option("until", a->until, &o.until_ms) < 0)
                 return EXIT_USAGE;
-        _cleanup_free_ char *csv_text = x.format == FORMAT_CSV ? csv_sql() : NULL;
-        x.sql = x.format == FORMAT_CSV ? csv_text : x.format == FORMAT_JSONL ? jsonl_sql : ocsf_sql;
-        if (!x.sql)
-                return EXIT_OTHER;
-        ret = reader_open(&r, a->database, x.format, x.sql, a->event);
-        /* One snapshot for the window and its records: a prune by the running daemon cannot
-         * take records from under the export. */
-        if (ret == EXIT_OK && (sqlite3_exec(r.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-                               seq_window(r.db, since, until, &x.lo, &x.hi) < 0)) {
-                fprintf(stderr, "brokerctl: %s: not an audit database: %s\n", a->database,
-                        sqlite3_errmsg(r.db));
-                ret = EXIT_OTHER;
-        }
-        if (ret != EXIT_OK) {
-                reader_close(&r);
-                return ret;
+        if (a->since && a->until && o.since_ms > o.until_ms) {
+                fprintf(stderr, "brokerctl: --since %s is later than --until %s\n", a->since,
+                        a->until);
+                return EXIT_USAGE;
         }
         if (a->output) {
                 file = fopen(a->output, "we");
                 if (!file) {
                         fprintf(stderr, "brokerctl: cannot write %s: %m\n", a->output);
-                        reader_close(&r);
                         return EXIT_USAGE;
                 }
-                out = file;
+                o.out = file;
         }
-        setvbuf(out, NULL, _IOFBF, 1u << 20);
-        span = x.hi >= x.lo ? (uint64_t) x.hi - (uint64_t) x.lo + 1 : 0;
-        prog = (Progress){.on = isatty(STDERR_FILENO) && span >= PROGRESS_STEP, .total = span};
+        setvbuf(o.out, NULL, _IOFBF, 1u << 20);
+        if (isatty(STDERR_FILENO))
+                o.progress = progress_line;
 
-        if (x.format == FORMAT_CSV) {
-                for (size_t i = 0; i < ELEMENTSOF(csv_columns); i++)
-                        fprintf(out, "%s%s", i ? "," : "", csv_columns[i].name);
-                fputs("\r\n", out);
+        r = grantlog_export(&o, err, sizeof(err));
+        switch (r) {
+        case 0:
+                return EXIT_OK;
+        case -ENOENT:
+        case -EACCES:
+        case -EBUSY:
+                fprintf(stderr, "brokerctl: %s (check --database)\n", err);
+                return EXIT_USAGE;
+        case -EBADMSG:
+                fprintf(stderr, "brokerctl: %s; run 'brokerctl audit verify'\n", err);
+                return EXIT_OTHER;
+        default:
+                fprintf(stderr, "brokerctl: %s\n", err);
+                return EXIT_OTHER;
         }
-        /* Threads only for a large export in a format that gains from them (JSONL copies stored
-         * text, millions a second, faster than the handoff), and only over a seq range the
-         * file could fill: a damaged log with seqs far apart would be cut into empty blocks. */
-        if ((x.format != FORMAT_JSONL || a->threads > 0) && span > 0 && span <= records_max(r.db)) {
-                size_t n = audit_thread_count(a, span, PARALLEL_RECORDS_MIN);
-                if (n > 1) {
-                        /* A block's buffer (~600 KiB of OCSF) is above glibc's mmap threshold,
-                         * and a thread's heap is trimmed with madvise as blocks are freed:
-                         * either way each block would be faulted in page by page again (66,000
-                         * faults for 200,000 records). Kept, the same memory serves block
-                         * after block. */
-                        mallopt(M_MMAP_THRESHOLD, 16 << 20);
-                        mallopt(M_TRIM_THRESHOLD, 32 << 20);
-                        x.n_blocks = (span + BLOCK_RECORDS - 1) / BLOCK_RECORDS;
-                        start_workers(&x, n);
-                }
-        }
-        if (x.n_workers == 0) {
-                /* One statement over the window, streamed. */
-                uint64_t rows = 0;
-                char err[512];
-                ret = render(&r, x.lo, x.hi, out, &rows, &prog, err, sizeof(err));
-                if (ret != EXIT_OK)
-                        fprintf(stderr, "brokerctl: %s; run 'brokerctl audit verify'\n", err);
-        }
-        for (uint64_t b = 0; x.n_workers > 0 && b < x.n_blocks && ret == EXIT_OK; b++) {
-                Block blk = take_block(&x, b);
-
-                fwrite(blk.text, 1, blk.len, out);
-                free(blk.text);
-                if (blk.ret != EXIT_OK) {
-                        fprintf(stderr, "brokerctl: %s; run 'brokerctl audit verify'\n", blk.err);
-                        ret = blk.ret;
-                }
-                progress_add(&prog, blk.rows);
-        }
-        if (x.n_workers > 0)
-                stop_workers(&x, x.n_workers);
-        progress(prog.on, prog.done, prog.total, true);
-        reader_close(&r);
-        if (fflush(out) != 0 || ferror(out)) {
-                fprintf(stderr, "brokerctl: writing the export failed: %m\n");
-                ret = EXIT_OTHER;
-        }
-        return ret;
 }

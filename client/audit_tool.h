@@ -1,10 +1,12 @@
-/* brokerctl audit export / verify: read the audit database (or an exported file) directly,
- * without the daemon, as a compliance team would. Both return brokerctl exit codes. */
+/* brokerctl audit export / verify: the command-line side of the grant-log library
+ * (common/grantlog/): options checked and turned into the library's, its reports printed, its
+ * results mapped to brokerctl's exit codes. Both return an exit code. */
 #pragma once
 
-#include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
+
+#include "grantlog/export.h"
 
 #define AUDIT_PINS_MAX    16
 #define AUDIT_THREADS_MAX 16
@@ -13,20 +15,19 @@ typedef struct AuditToolArgs {
         const char *database;
         const char *file;          /* verify: an exported JSONL file ("-": stdin) */
         const char *since, *until; /* RFC 3339 or YYYY-MM-DD; since inclusive, until exclusive */
-        const char *event;
+        const char *events[GRANTLOG_EVENTS_MAX]; /* export: --event, repeated or comma-separated */
+        size_t n_events;
         const char *format;               /* jsonl | csv | ocsf */
         const char *output;               /* NULL: stdout */
-        const char *pins[AUDIT_PINS_MAX]; /* verify: accepted audit public keys (base64url) */
+        const char *pins[AUDIT_PINS_MAX]; /* verify: audit keys vouched for (public key or id) */
         size_t n_pins;
-        int threads; /* 0: one per CPU for a large input */
+        int threads;      /* 0: one per CPU for a large input */
+        bool allow_empty; /* verify --file: an export with no records passes */
 } AuditToolArgs;
+
+/* Adds the events of one --event value ("grant" or "grant,deny"). A usage error (printed) for
+ * an event the log does not know or too many. */
+int audit_args_add_events(AuditToolArgs *a, char *value);
 
 int audit_export(const AuditToolArgs *a);
 int audit_verify(const AuditToolArgs *a);
-
-/* Opens the database read-only; prints why not and returns NULL on failure. */
-sqlite3 *audit_db_open(const char *path);
-
-/* --threads, or one per CPU once the input (`size` units) is large enough to gain from them:
- * per_thread_min units for each. */
-size_t audit_thread_count(const AuditToolArgs *a, uint64_t size, uint64_t per_thread_min);

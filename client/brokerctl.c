@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,25 +29,24 @@ typedef struct Args {
 
 static void usage(FILE *f)
 {
-        fputs(
-            "Usage:\n"
-            "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
-            "[--json]\n"
-            "  brokerctl [--socket PATH] whoami | jwks | ping\n"
-            "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
-            "revoke KID\n"
-            "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
-            "                         [--event EVENT] [--format jsonl|csv|ocsf] "
-            "[--output FILE] [--threads N]\n"
-            "  brokerctl audit verify --database PATH | --file EXPORT.jsonl [--audit-key KEY]...\n"
-            "                         [--threads N]\n"
-            "\n"
-            "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
-            "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
-            "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
-            "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
-            "3 denied or rate limited, 4 anything else.\n",
-            f);
+        fputs("Usage:\n"
+              "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
+              "[--json]\n"
+              "  brokerctl [--socket PATH] whoami | jwks | ping\n"
+              "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
+              "revoke KID\n"
+              "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
+              "                         [--event EVENT[,EVENT]]... [--format jsonl|csv|ocsf] "
+              "[--output FILE] [--threads N]\n"
+              "  brokerctl audit verify --database PATH | --file EXPORT.jsonl [--allow-empty]\n"
+              "                         [--audit-key PUBLIC_KEY|KEY_ID]... [--threads N]\n"
+              "\n"
+              "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
+              "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
+              "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
+              "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
+              "3 denied or rate limited, 4 anything else.\n",
+              f);
 }
 
 /* What to do next, by kind of failure. */
@@ -164,6 +164,7 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                 OPT_FILE,
                 OPT_AUDIT_KEY,
                 OPT_THREADS,
+                OPT_ALLOW_EMPTY,
         };
         static const struct option opts[] = {
             {"socket", required_argument, NULL, OPT_SOCKET},
@@ -182,6 +183,7 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
             {"file", required_argument, NULL, OPT_FILE},
             {"audit-key", required_argument, NULL, OPT_AUDIT_KEY},
             {"threads", required_argument, NULL, OPT_THREADS},
+            {"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
             {"help", no_argument, NULL, 'h'},
             {},
         };
@@ -248,7 +250,11 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                         a->audit.pins[a->audit.n_pins++] = optarg;
                         break;
                 case OPT_EVENT:
-                        a->audit.event = optarg;
+                        if (audit_args_add_events(&a->audit, optarg) != EXIT_OK)
+                                return EXIT_USAGE;
+                        break;
+                case OPT_ALLOW_EMPTY:
+                        a->audit.allow_empty = true;
                         break;
                 case OPT_THREADS: {
                         char *end;

@@ -1,53 +1,30 @@
 #include "daemon/server.h"
 
-#include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
+#include <sodium.h>
 #include <systemd/sd-daemon.h>
 
-#include "transport/conn.h"
-#include "daemon/keyschedule.h"
+#include "daemon/server-private.h"
+#include "grantlog/record.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
 #include "pathsafe.h"
 #include "timeutil.h"
+#include "transport/listener.h"
 
-/* File descriptors beyond the connection limit: listeners, databases, pidfds, the reserve. */
-#define FD_HEADROOM 64u
-
-void server_audit_event(Server *s, const char *event, json_t *fields)
+void server_record(Server *s, const char *event, json_t *fields)
 {
-        _cleanup_(json_decrefp) json_t *f = fields;
         int64_t now = now_unix_ms();
-        json_t *rec = audit_record_new(event, now);
+        json_t *rec = grantlog_record_new(event, now, fields);
 
-        if (!rec || (f && json_object_update(rec, f) < 0)) {
-                json_decref(rec);
+        if (!rec) {
                 log_oom();
                 return;
         }
-        /* Lifecycle events are not waited for; a failure is logged by the writer. */
-        (void) audit_submit(s->audit, rec, now, NULL, NULL);
-}
-
-/* Each connection holds a socket and a pidfd. */
-static void raise_fd_limit(uint64_t max_connections)
-{
-        struct rlimit rl;
-        rlim_t want = (rlim_t) (max_connections * 2 + FD_HEADROOM);
-
-        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
-                return;
-        rl.rlim_cur = MIN(want, rl.rlim_max);
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
-                log_warning("File descriptor limit %llu is below the %llu that %llu connections "
-                            "need; connections beyond it are refused",
-                            (unsigned long long) rl.rlim_cur, (unsigned long long) want,
-                            (unsigned long long) max_connections);
+        /* Lifecycle records are not waited for; the grant log keeps and retries them. */
+        (void) grantlog_store_submit(s->log, rec, now, NULL, NULL);
 }
 
 static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP};
@@ -95,46 +72,77 @@ static int make_state_dirs(const Config *c)
         return 0;
 }
 
-static int open_listeners(Server *s)
+static void key_policy_from_config(const Config *c, KeyPolicy *ret)
 {
-        int r;
+        *ret = (KeyPolicy){
+            .rotation_period = c->keys.rotation_period,
+            .publish_ahead = c->keys.publish_ahead,
+            .retention = c->keys.retention,
+            .rsa_bits = c->keys.rsa_bits,
+        };
+        ret->algs[ALG_EDDSA] = true; /* the default algorithm always has a key */
+        for (size_t i = 0; i < c->n_rules; i++)
+                ret->algs[c->rules[i].alg] = true;
+}
 
-        r = listener_open(&s->workload, s->config->workload_socket, "workload", 0666, false, true);
+static KeyServiceSettings key_settings(const Config *c)
+{
+        KeyServiceSettings s = {.issuer = c->issuer, .publish_directory = c->publish_directory};
+
+        key_policy_from_config(c, &s.policy);
+        return s;
+}
+
+static TransportLimits transport_limits(const Config *c)
+{
+        return (TransportLimits){.max_connections = c->limits.max_connections,
+                                 .max_connections_per_uid = c->limits.max_connections_per_uid,
+                                 .idle_timeout = c->limits.idle_timeout,
+                                 .read_timeout = c->limits.read_timeout};
+}
+
+/* The grant log signs with the audit key; its private half stays in the key's own memory. */
+static int sign_with_audit_key(void *ctx, const void *msg, size_t len, unsigned char sig[64])
+{
+        unsigned char buf[SIGNATURE_MAX];
+        size_t n;
+        int r = signing_key_sign(ctx, msg, len, buf, &n);
+
         if (r < 0)
                 return r;
-        r = listener_open(&s->admin, s->config->admin_socket, "admin", 0600, true, false);
-        if (r < 0)
-                return r;
-        s->workload.userdata = s->admin.userdata = s;
-        r = sd_event_add_io(s->event, &s->workload.source, s->workload.fd, EPOLLIN,
-                            conn_on_listener, &s->workload);
-        if (r >= 0)
-                r = sd_event_add_io(s->event, &s->admin.source, s->admin.fd, EPOLLIN,
-                                    conn_on_listener, &s->admin);
-        if (r < 0)
-                return log_error_errno(r, "Cannot watch listening sockets: %m");
+        if (n != 64)
+                return -EINVAL;
+        memcpy(sig, buf, 64);
         return 0;
 }
 
-int server_new(Config *config, Server **ret)
+static int open_grant_log(Server *s)
 {
-        _cleanup_(signing_key_unrefp) SigningKey *audit_key = NULL;
-        bool audit_key_created = false;
+        const Config *c = s->config;
+        GrantlogSigner signer = {.sign = sign_with_audit_key, .ctx = s->audit_key};
+
+        snprintf(signer.key_id, sizeof(signer.key_id), "%s", s->audit_key->kid);
+        snprintf(signer.public_key, sizeof(signer.public_key), "%s",
+                 json_string_value(json_object_get(s->audit_key->jwk, "x")));
+        return grantlog_store_open(c->audit_database,
+                                   &(GrantlogOptions){
+                                       .checkpoint_every = c->audit_checkpoint_every,
+                                       .checkpoint_interval_ms = c->audit_checkpoint_interval_ms,
+                                       .retention_ms = c->audit_retention_ms,
+                                   },
+                                   &signer, &s->log);
+}
+
+static SigningKey *active_key(void *ctx, Alg alg)
+{
+        return keyservice_active(ctx, alg);
+}
+
+static int setup_signals(Server *s)
+{
         sigset_t mask;
-        Server *s;
         int r;
 
-        s = calloc(1, sizeof(Server));
-        if (!s)
-                return -ENOMEM;
-        s->config = config;
-        s->reserve_fd = -EBADF;
-        s->workload = s->admin = (Listener){.fd = -EBADF, .lock_fd = -EBADF};
-        s->started_at = now_unix_sec();
-
-        r = sd_event_default(&s->event);
-        if (r < 0)
-                goto fail;
         /* A real (empty) handler as well as the signalfd: as PID 1 of a container the kernel
          * drops signals whose disposition is still the default. */
         sigemptyset(&mask);
@@ -147,51 +155,76 @@ int server_new(Config *config, Server **ret)
         if ((r = sd_event_add_signal(s->event, NULL, SIGTERM, on_sigterm, s)) < 0 ||
             (r = sd_event_add_signal(s->event, NULL, SIGINT, on_sigterm, s)) < 0 ||
             (r = sd_event_add_signal(s->event, NULL, SIGHUP, on_sighup, s)) < 0)
-                goto fail;
+                return r;
         (void) sd_event_set_watchdog(s->event, true);
+        return 0;
+}
 
-        raise_fd_limit(config->limits.max_connections);
-        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+int server_new(Config *config, Server **ret)
+{
+        KeyStore *store = NULL;
+        bool audit_key_created = false;
+        Server *s;
+        int r;
 
-        r = make_state_dirs(config);
-        if (r < 0)
+        s = calloc(1, sizeof(Server));
+        if (!s) {
+                config_unref(config);
+                return -ENOMEM;
+        }
+        s->config = config;
+        s->started_at = now_unix_sec();
+
+        r = sd_event_default(&s->event);
+        if (r >= 0)
+                r = setup_signals(s);
+        if (r >= 0)
+                r = mailbox_new(s->event, &s->mailbox);
+        if (r >= 0)
+                r = make_state_dirs(config);
+        if (r >= 0)
+                r = master_key_load(config->master_key_file, &s->master);
+        if (r >= 0)
+                r = signer_init();
+        if (r >= 0)
+                r = keystore_open(config->state_directory, s->master, &store);
+        if (r >= 0)
+                r = keystore_audit_key(store, now_unix_sec(), &s->audit_key, &audit_key_created);
+        if (r >= 0)
+                r = open_grant_log(s);
+        if (r < 0) {
+                keystore_close(store);
                 goto fail;
-        r = master_key_load(config->master_key_file, &s->master);
-        if (r < 0)
-                goto fail;
-        r = signer_init();
-        if (r < 0)
-                goto fail;
-        r = keystore_open(config->state_directory, s->master, &s->keys);
-        if (r < 0)
-                goto fail;
-        r = keystore_audit_key(s->keys, now_unix_sec(), &audit_key, &audit_key_created);
-        if (r < 0)
-                goto fail;
-        r = audit_open(config->audit_database,
-                       &(AuditLogOptions){
-                           .checkpoint_every = config->audit_checkpoint_every,
-                           .checkpoint_interval_ms = config->audit_checkpoint_interval_ms,
-                           .retention_ms = config->audit_retention_ms,
-                       },
-                       audit_key, s->event, &s->audit);
-        if (r < 0)
-                goto fail;
+        }
         if (audit_key_created)
-                log_notice("Created audit key %s; pin it when verifying exports", audit_key->kid);
-        r = ratelimit_new(&s->rate);
-        if (r < 0)
-                goto fail;
-        r = signpool_new(0, &s->signers);
-        if (r < 0)
-                goto fail;
-        r = open_listeners(s);
-        if (r < 0)
-                goto fail;
+                log_notice("Created audit key %s; pin it when verifying exports",
+                           s->audit_key->kid);
+        server_record(s, "started", json_pack("{s:i}", "pid", (int) getpid()));
 
-        server_audit_event(s, "started", json_pack("{s:i}", "pid", (int) getpid()));
-        /* After the audit store: the keys made or rotated now are recorded too. */
-        r = key_schedule_start(s);
+        /* After the grant log: the keys made or rotated now are recorded too. */
+        GrantSink sink = grantlog_store_sink(s->log);
+        KeyServiceSettings ks = key_settings(config);
+        r = keyservice_new(s->event, store, &sink, &ks, &s->keys);
+        if (r < 0) {
+                keystore_close(store);
+                goto fail;
+        }
+        r = workers_new(0, &s->workers);
+        if (r >= 0)
+                r = issuance_new(&(IssuanceDeps){.workers = s->workers,
+                                                 .mailbox = s->mailbox,
+                                                 .keys = {.active = active_key, .ctx = s->keys},
+                                                 .sink = sink},
+                                 config, &s->issuance);
+        TransportLimits limits = transport_limits(config);
+        if (r >= 0)
+                r = transport_new(s->event, s->workers, s->mailbox, &limits, &s->transport);
+        if (r >= 0)
+                r = transport_listen(s->transport, config->workload_socket, "workload", false,
+                                     workload_handle, s);
+        if (r >= 0)
+                r = transport_listen(s->transport, config->admin_socket, "admin", true,
+                                     admin_handle, s);
         if (r < 0)
                 goto fail;
         *ret = s;
@@ -210,22 +243,22 @@ int server_run(Server *s)
                  s->config->admin_socket);
         r = sd_event_loop(s->event);
 
-        /* Stop taking requests, let the ones already decided reach their commit and answer,
-         * then record that we stopped. */
-        s->workload.source = sd_event_source_disable_unref(s->workload.source);
-        s->admin.source = sd_event_source_disable_unref(s->admin.source);
-        conn_shutdown_all(s);
-        /* Tokens being signed still reach the audit queue before "stopped" does. */
-        signpool_drain(s->signers);
-        server_audit_event(s, "stopped", json_pack("{s:i}", "pid", (int) getpid()));
-        audit_drain(s->audit);
-        conn_close_all(s);
+        /* Stop taking requests, let the ones already taken reach their commit and answer, then
+         * record that we stopped. */
+        transport_stop_accepting(s->transport);
+        transport_shutdown(s->transport);
+        /* Requests being decided still reach the grant log before "stopped" does. */
+        workers_drain(s->workers);
+        server_record(s, "stopped", json_pack("{s:i}", "pid", (int) getpid()));
+        grantlog_store_drain(s->log);
+        (void) mailbox_dispatch(s->mailbox);
+        transport_close_all(s->transport);
         return r;
 }
 
 int server_reload(Server *s, char **ret_errors)
 {
-        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(config_unrefp) Config *c = NULL;
         _cleanup_strv_free_ char **errors = NULL;
         const char *changed;
         int r;
@@ -259,14 +292,18 @@ int server_reload(Server *s, char **ret_errors)
                 return -EINVAL;
         }
 
-        config_free(s->config);
+        config_unref(s->config);
         s->config = TAKE_PTR(c);
+        issuance_set_config(s->issuance, s->config);
+        TransportLimits limits = transport_limits(s->config);
+        transport_set_limits(s->transport, &limits);
         log_info("Configuration reloaded from %s (%zu rules)", s->config->path, s->config->n_rules);
-        server_audit_event(s, "config_reloaded",
-                           json_pack("{s:s, s:I}", "config", s->config->path, "rules",
-                                     (json_int_t) s->config->n_rules));
+        server_record(s, "config_reloaded",
+                      json_pack("{s:s, s:I}", "config", s->config->path, "rules",
+                                (json_int_t) s->config->n_rules));
         /* Rules may now ask for another algorithm, or none for one they used to. */
-        (void) key_schedule_run(s);
+        KeyServiceSettings ks = key_settings(s->config);
+        (void) keyservice_update(s->keys, &ks);
         (void) sd_notify(false, "READY=1");
         return 0;
 }
@@ -275,19 +312,21 @@ void server_free(Server *s)
 {
         if (!s)
                 return;
-        conn_close_all(s);
-        signpool_free(s->signers);
-        key_schedule_stop(s);
-        listener_close(&s->workload);
-        listener_close(&s->admin);
-        audit_close(s->audit);
-        keystore_close(s->keys);
+        /* Whatever is still in flight finishes and is answered before anything it uses goes:
+         * the workers' jobs reach the grant log, whose writer commits them and posts their
+         * answers, which the mailbox then runs. */
+        workers_free(s->workers);
+        grantlog_store_close(s->log);
+        if (s->mailbox)
+                (void) mailbox_dispatch(s->mailbox);
+        transport_free(s->transport);
+        issuance_free(s->issuance);
+        keyservice_free(s->keys);
+        mailbox_free(s->mailbox);
+        if (s->audit_key)
+                signing_key_unref(s->audit_key);
         master_key_free(s->master);
-        ratelimit_free(s->rate);
-        uid_counter_done(&s->uids);
-        if (s->reserve_fd >= 0)
-                close(s->reserve_fd);
         sd_event_unref(s->event);
-        config_free(s->config);
+        config_unref(s->config);
         free(s);
 }

@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "identity/cgroup.h"
-#include "escape.h"
 #include "macro.h"
 
 #ifndef SO_PEERPIDFD
@@ -128,7 +127,6 @@ int identity_from_socket(int fd, Identity *ret)
         Identity id = {.pidfd = -EBADF};
         struct ucred uc;
         socklen_t len = sizeof(uc);
-        CgroupInfo cg = {};
         int r;
 
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
@@ -146,39 +144,39 @@ int identity_from_socket(int fd, Identity *ret)
         id.gid = uc.gid;
 
         r = read_peer_groups(fd, &id.groups, &id.n_groups);
-        if (r < 0)
-                goto fail;
+        if (r < 0) {
+                identity_done(&id);
+                return r;
+        }
+        *ret = id;
+        return 0;
+}
 
-        id.user = lookup_user(id.uid);
-        id.group = lookup_group(id.gid);
+int identity_read_process(Identity *id)
+{
+        CgroupInfo cg = {};
+        int r;
+
+        id->user = lookup_user(id->uid);
+        id->group = lookup_group(id->gid);
 
         /* exe may be unreadable (a zombie, a kernel thread); the rule matcher treats a
          * missing exe as not matching any exe pattern. */
-        (void) read_exe(id.pid, &id.exe);
+        (void) read_exe(id->pid, &id->exe);
 
-        r = read_cgroup(id.pid, &cg);
-        if (r == -ENOENT || r == -ESRCH) {
-                r = -ESRCH;
-                goto fail;
-        }
+        r = read_cgroup(id->pid, &cg);
+        if (r == -ENOENT || r == -ESRCH)
+                return -ESRCH;
         if (r < 0)
-                goto fail;
-        id.cgroup = TAKE_PTR(cg.path);
-        id.unit = TAKE_PTR(cg.unit);
-        id.user_delegated = cg.user_delegated;
-        id.container = TAKE_PTR(cg.container);
+                return r;
+        id->cgroup = TAKE_PTR(cg.path);
+        id->unit = TAKE_PTR(cg.unit);
+        id->user_delegated = cg.user_delegated;
+        id->container = TAKE_PTR(cg.container);
 
         /* pidfd check after the /proc reads: if the process exited meanwhile, its PID may have
          * been reused and what we read may describe another process. */
-        r = identity_check_alive(&id);
-        if (r < 0)
-                goto fail;
-
-        *ret = id;
-        return 0;
-fail:
-        identity_done(&id);
-        return r;
+        return identity_check_alive(id);
 }
 
 bool identity_in_group(const Identity *id, gid_t gid)
@@ -221,42 +219,21 @@ int identity_probe_kernel(void)
         return 0;
 }
 
-static int json_set_string_or_null(json_t *o, const char *key, const char *value)
+void identity_peer(const Identity *id, GrantlogPeer *ret)
 {
-        if (!value)
-                return json_object_set_new(o, key, json_null());
-        _cleanup_free_ char *e = text_escape(value);
-        if (!e)
-                return -1;
-        return json_object_set_new(o, key, json_string(e));
-}
-
-json_t *identity_to_json(const Identity *id, bool with_groups)
-{
-        json_t *o = json_object();
-        int r = 0;
-
-        if (!o)
-                return NULL;
-        r |= json_object_set_new(o, "uid", json_integer(id->uid));
-        r |= json_object_set_new(o, "gid", json_integer(id->gid));
-        if (with_groups) {
-                json_t *g = json_array();
-                for (size_t i = 0; g && i < id->n_groups; i++)
-                        r |= json_array_append_new(g, json_integer(id->groups[i]));
-                r |= json_object_set_new(o, "groups", g);
-        }
-        r |= json_object_set_new(o, "pid", json_integer(id->pid));
-        r |= json_set_string_or_null(o, "user", id->user);
-        r |= json_set_string_or_null(o, "group", id->group);
-        r |= json_set_string_or_null(o, "exe", id->exe);
-        r |= json_set_string_or_null(o, "cgroup", id->cgroup);
-        r |= json_set_string_or_null(o, "unit", id->unit);
-        r |= json_object_set_new(o, "user_delegated", json_boolean(id->user_delegated));
-        r |= json_set_string_or_null(o, "container", id->container);
-        if (r != 0) {
-                json_decref(o);
-                return NULL;
-        }
-        return o;
+        *ret = (GrantlogPeer){
+            .identified = true,
+            .uid = id->uid,
+            .gid = id->gid,
+            .pid = id->pid,
+            .groups = id->groups,
+            .n_groups = id->n_groups,
+            .user = id->user,
+            .group = id->group,
+            .exe = id->exe,
+            .cgroup = id->cgroup,
+            .unit = id->unit,
+            .container = id->container,
+            .user_delegated = id->user_delegated,
+        };
 }

@@ -2,10 +2,11 @@
  * SO_PEERPIDFD, /proc/PID/exe and /proc/PID/cgroup. Never anything the caller says. */
 #pragma once
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#include "grantlog/record.h"
 
 typedef struct Identity {
         pid_t pid;
@@ -23,24 +24,26 @@ typedef struct Identity {
         int pidfd;           /* pins the connecting process (SO_PEERPIDFD) */
 } Identity;
 
-/* Fills *ret for the peer of a connected AF_UNIX socket. The /proc reads are confirmed through
- * the pidfd afterwards: if the process has exited in between, its PID may have been reused and
- * what was read may describe another process, so this fails. Errors:
- *   -ESRCH   the peer process is gone (or exited during the reads)
+/* The kernel's word on the peer of a connected AF_UNIX socket, read at accept on the event
+ * loop: SO_PEERCRED, SO_PEERPIDFD (pins the process), SO_PEERGROUPS. Errors:
  *   -EREMOTE the peer pid is 0: it lives in a PID namespace the daemon cannot see
  *   -EPROTONOSUPPORT the kernel has no SO_PEERPIDFD (Linux < 6.5)
  *   other -errno from the syscalls. */
 int identity_from_socket(int fd, Identity *ret);
+
+/* The rest, from /proc and the user database, on a worker thread: user and group names, exe,
+ * cgroup (unit, container). The /proc reads are confirmed through the pidfd afterwards: if the
+ * process has exited in between, its PID may have been reused and what was read may describe
+ * another process, so this fails with -ESRCH. */
+int identity_read_process(Identity *id);
 
 /* 0 while the process that connected is alive; -ESRCH once it has exited. */
 int identity_check_alive(const Identity *id);
 
 bool identity_in_group(const Identity *id, gid_t gid);
 
-/* The identity as shown by whoami and stored in audit records: uid, gid, groups (optional),
- * pid, user, group, exe, unit, user_delegated, cgroup, container; absent strings are null.
- * Strings are made safe for display with text_escape(). */
-json_t *identity_to_json(const Identity *id, bool with_groups);
+/* The identity as the grant log records it (and whoami shows it): borrowed strings. */
+void identity_peer(const Identity *id, GrantlogPeer *ret);
 
 void identity_done(Identity *id);
 

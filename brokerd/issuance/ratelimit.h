@@ -1,5 +1,5 @@
-/* Bounds on what one local caller can consume: token requests per second per identity (a
- * token bucket) and open connections per uid. Both tables have a fixed maximum size. */
+/* Token requests per second per identity (a token bucket), so one local caller cannot take the
+ * broker's time from the others. The table has a fixed maximum size. Event loop only. */
 #pragma once
 
 #include <stdbool.h>
@@ -20,20 +20,3 @@ void ratelimit_free(RateLimiter *r);
  * request may proceed. rate == 0 disables the limit. */
 bool ratelimit_take(RateLimiter *r, uid_t uid, const char *cgroup, uint64_t rate, uint64_t burst,
                     uint64_t now_usec);
-
-/* Open connections per uid. Entries exist only while a uid has connections, so the table never
- * holds more entries than there are connections. */
-typedef struct UidCount {
-        uid_t uid;
-        uint32_t count;
-} UidCount;
-
-typedef struct UidCounter {
-        UidCount *entries;
-        size_t n, cap;
-} UidCounter;
-
-/* Adds one connection for uid unless it already has `max`. -EUSERS when at the limit. */
-int uid_counter_add(UidCounter *c, uid_t uid, uint64_t max);
-void uid_counter_remove(UidCounter *c, uid_t uid);
-void uid_counter_done(UidCounter *c);

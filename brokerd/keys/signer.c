@@ -10,7 +10,7 @@
 #include <stdbool.h>
 
 #include "b64url.h"
-#include "keys/jwk.h"
+#include "jwk.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"

@@ -667,12 +667,15 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
                       char ***ret_errors)
 {
         _cleanup_(json_decrefp) json_t *root = NULL;
-        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(config_unrefp) Config *c = NULL;
         Problems p = {};
         json_error_t jerr;
 
         c = calloc(1, sizeof(Config));
-        if (!c || !(c->path = strdup(origin)))
+        if (!c)
+                return -ENOMEM;
+        atomic_init(&c->refs, 1);
+        if (!(c->path = strdup(origin)))
                 return -ENOMEM;
 
         root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -749,9 +752,15 @@ static void rule_done(Rule *r)
         strv_free(r->scopes);
 }
 
-void config_free(Config *c)
+Config *config_ref(Config *c)
 {
-        if (!c)
+        atomic_fetch_add(&c->refs, 1);
+        return c;
+}
+
+void config_unref(Config *c)
+{
+        if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
                 return;
         for (size_t i = 0; i < c->n_rules; i++)
                 rule_done(&c->rules[i]);

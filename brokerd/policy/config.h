@@ -1,7 +1,10 @@
 /* The daemon's configuration: one JSON file, validated as a whole. Every problem is reported
- * with its JSON path ("rules[2].match.uid: expected integer"), not just the first. */
+ * with its JSON path ("rules[2].match.uid: expected integer"), not just the first.
+ * A Config is immutable once parsed and reference-counted (atomically): the workers keep the
+ * one a request began with while a reload installs the next. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +53,8 @@ typedef struct KeysConfig {
 } KeysConfig;
 
 typedef struct Config {
+        atomic_uint
+            refs; /* a reload swaps the daemon's config; jobs keep the one they began with */
         char *path;
         char *issuer;
         char *workload_socket;
@@ -74,11 +79,12 @@ typedef struct Config {
 int config_parse_text(const char *text, size_t len, const char *origin, Config **ret,
                       char ***ret_errors);
 int config_load(const char *path, Config **ret, char ***ret_errors);
-void config_free(Config *c);
-static inline void config_freep(Config **c)
+Config *config_ref(Config *c);
+void config_unref(Config *c);
+static inline void config_unrefp(Config **c)
 {
         if (*c)
-                config_free(*c);
+                config_unref(*c);
 }
 
 /* The longest token lifetime any rule allows. */

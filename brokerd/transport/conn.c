@@ -1,3 +1,5 @@
+/* One client connection: frames in, requests routed to the socket's handler, answers out,
+ * timeouts (contract in transport.h and conn.h). */
 #include "transport/conn.h"
 
 #include <fcntl.h>
@@ -5,53 +7,90 @@
 #include <time.h>
 
 #include "frame.h"
-#include "daemon/handlers.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
 #include "timeutil.h"
+#include "transport/conn-private.h"
 
-#define INBUF_INITIAL         4096u
-#define ADMIN_CONNECTIONS_MAX 16
-#define ACCEPTS_PER_WAKEUP    64 /* fairness between the two listeners and the connections */
-#define USEC_PER_SEC          1000000ULL
+#define INBUF_INITIAL 4096u
+#define USEC_PER_SEC  1000000ULL
+
+struct Conn {
+        TransportShared *sh;
+        unsigned refs;
+        int fd;
+        bool admin;
+        Caller *caller;
+        request_handler_t handler;
+        void *userdata;
+
+        sd_event_source *io, *timer;
+        uint8_t *in;
+        size_t in_len, in_cap;
+        uint64_t deadline;    /* monotonic usec this connection times out, 0 while busy */
+        uint64_t armed;       /* what the timer is set to, 0 when it is not */
+        uint64_t in_deadline; /* monotonic usec by which the partial frame in `in` must be
+                               * complete; 0 until we start waiting for its rest */
+        char *out;
+        size_t out_len, out_off;
+
+        bool busy;     /* a request is being answered, or the caller identified */
+        bool closing;  /* close once the pending output is written */
+        bool read_eof; /* the peer will send no more: answer what it sent, then close */
+        bool closed;   /* fd gone; the struct lives until the last reference drops */
+
+        WorkerJob identify; /* on a worker: read the caller's identity */
+        MailboxMsg identified;
+        int identify_error;
+
+        Conn *prev, *next;
+};
 
 static void conn_process(Conn *c);
 
-Conn *conn_ref(Conn *c)
+static Conn *conn_ref(Conn *c)
 {
         c->refs++;
         return c;
 }
 
-void conn_unref(Conn *c)
+static void conn_unref(Conn *c)
 {
         if (--c->refs > 0)
                 return;
-        identity_done(&c->id);
-        json_decref(c->peer);
+        caller_unref(c->caller);
         free(c->in);
         free(c->out);
         free(c);
 }
 
+Caller *conn_caller(Conn *c)
+{
+        return c->caller;
+}
+
+bool conn_is_admin(const Conn *c)
+{
+        return c->admin;
+}
+
 static void conn_unlink(Conn *c)
 {
-        Server *s = c->server;
+        TransportShared *sh = c->sh;
 
         if (c->prev)
                 c->prev->next = c->next;
         else
-                s->conns = c->next;
+                sh->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
         c->prev = c->next = NULL;
         if (c->admin)
-                s->n_admin_conns--;
-        else {
-                s->n_conns--;
-                uid_counter_remove(&s->uids, c->cred.uid);
-        }
+                sh->n_admin_conns--;
+        else
+                sh->n_conns--;
+        sh->on_close(sh->transport, c);
 }
 
 void conn_close(Conn *c)
@@ -64,18 +103,18 @@ void conn_close(Conn *c)
         close(c->fd);
         c->fd = -EBADF;
         conn_unlink(c);
-        conn_unref(c); /* the server's reference */
+        conn_unref(c); /* the transport's reference */
 }
 
-void conn_close_all(Server *s)
+void conn_close_all(TransportShared *sh)
 {
-        while (s->conns)
-                conn_close(s->conns);
+        while (sh->conns)
+                conn_close(sh->conns);
 }
 
-void conn_shutdown_all(Server *s)
+void conn_shutdown_all(TransportShared *sh)
 {
-        for (Conn *c = s->conns, *next; c; c = next) {
+        for (Conn *c = sh->conns, *next; c; c = next) {
                 next = c->next;
                 c->closing = true;
                 conn_process(c);
@@ -94,7 +133,7 @@ static uint64_t usec_from_sec(uint64_t sec)
  * before the deadline is re-armed. So an ordinary request costs no timer syscall. */
 static void conn_arm_timer(Conn *c)
 {
-        const Limits *l = &c->server->config->limits;
+        const TransportLimits *l = &c->sh->limits;
         uint64_t now = now_mono_usec(), deadline;
 
         if (c->busy) {
@@ -235,10 +274,7 @@ static void conn_handle_frame(Conn *c, const uint8_t *body, uint32_t len)
                 conn_queue(c, response_new_error(BROKER_ERR_BAD_REQUEST, err, id));
                 return;
         }
-        if (c->admin)
-                admin_handle(c, &req);
-        else
-                workload_handle(c, &req);
+        c->handler(c, &req, c->userdata);
         request_done(&req);
 }
 
@@ -332,7 +368,7 @@ static int conn_on_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         conn_ref(c);
         if (revents & (EPOLLERR | EPOLLHUP)) {
                 /* The peer is gone; nothing can be delivered. A busy request still completes
-                 * (and is audited); its completion finds the connection closed. */
+                 * (and is recorded); its completion finds the connection closed. */
                 conn_close(c);
         } else if (revents & EPOLLOUT) {
                 int r = conn_flush(c);
@@ -371,173 +407,80 @@ static int conn_on_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Answers a connection we will not serve with one error frame, without blocking. */
-static void refuse(int fd, BrokerErrorCode code, const char *message)
+/* On the loop, once a worker has read the caller's identity. */
+static void conn_identified(MailboxMsg *m)
 {
-        _cleanup_(json_decrefp) json_t *m = response_new_error(code, message, NULL);
-        char *frame = NULL;
-        size_t len;
+        Conn *c = (Conn *) ((char *) m - offsetof(Conn, identified));
 
-        if (m && message_encode_frame(m, &frame, &len) >= 0)
-                (void) send(fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        free(frame);
-        /* Closing with unread input would make the kernel reset the peer, which then may not
-         * get to read our explanation; discard what it already sent (bounded) first. */
-        (void) shutdown(fd, SHUT_WR);
-        char sink[4096];
-        for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
-                ;
-        close(fd);
+        c->busy = false;
+        if (c->identify_error < 0) {
+                log_warning_errno(c->identify_error, "Cannot identify the caller (pid %d): %m",
+                                  (int) c->caller->cred.pid);
+                conn_queue(
+                    c, response_new_error(BROKER_ERR_INTERNAL, "cannot identify the caller", NULL));
+                c->closing = true;
+        }
+        conn_process(c);
+        conn_unref(c);
 }
 
-static json_t *peer_from_cred(const struct ucred *cred)
+/* On a worker: /proc and the user database cost more than the rest of a connection's setup. */
+static void conn_identify(WorkerJob *j)
 {
-        return json_pack("{s:I, s:I, s:I, s:n, s:n, s:n, s:n, s:n, s:b, s:n}", "uid",
-                         (json_int_t) cred->uid, "gid", (json_int_t) cred->gid, "pid",
-                         (json_int_t) cred->pid, "user", "group", "exe", "cgroup", "unit",
-                         "user_delegated", 0, "container");
+        Conn *c = (Conn *) ((char *) j - offsetof(Conn, identify));
+
+        c->identify_error = caller_identify(c->caller);
+        mailbox_post(c->sh->mailbox, &c->identified);
 }
 
-static int conn_new(Server *s, Listener *l, int fd, const struct ucred *cred)
+int conn_new(TransportShared *sh, int fd, Caller *caller, bool admin, request_handler_t handler,
+             void *userdata)
 {
         Conn *c = calloc(1, sizeof(Conn));
         int r;
 
         if (!c)
                 return -ENOMEM;
-        c->server = s;
-        c->refs = 1;
-        c->fd = fd;
-        c->admin = l->admin;
-        c->cred = *cred;
-        c->id.pidfd = -EBADF;
+        *c = (Conn){.sh = sh,
+                    .refs = 1,
+                    .fd = fd,
+                    .admin = admin,
+                    .caller = caller,
+                    .handler = handler,
+                    .userdata = userdata,
+                    .identify.run = conn_identify,
+                    .identified.run = conn_identified};
 
-        if (!c->admin) {
-                r = identity_from_socket(fd, &c->id);
-                if (r == -ESRCH || r == -EREMOTE) {
-                        /* Kept open: its requests are answered "denied" (and audited). */
-                        c->id_error = r;
-                        c->peer = peer_from_cred(cred);
-                } else if (r < 0) {
-                        free(c);
-                        return r;
-                } else
-                        c->peer = identity_to_json(&c->id, false);
-        } else
-                c->peer = peer_from_cred(cred);
-        if (!c->peer) {
-                identity_done(&c->id);
-                free(c);
-                return -ENOMEM;
-        }
-
-        r = sd_event_add_io(s->event, &c->io, fd, EPOLLIN, conn_on_io, c);
+        r = sd_event_add_io(sh->event, &c->io, fd, EPOLLIN, conn_on_io, c);
         if (r >= 0)
-                r = sd_event_add_time(s->event, &c->timer, CLOCK_MONOTONIC, UINT64_MAX, 0,
+                r = sd_event_add_time(sh->event, &c->timer, CLOCK_MONOTONIC, UINT64_MAX, 0,
                                       conn_on_timer, c);
         if (r < 0) {
                 sd_event_source_disable_unref(c->io);
-                identity_done(&c->id);
-                json_decref(c->peer);
                 free(c);
                 return r;
         }
-
-        c->next = s->conns;
-        if (s->conns)
-                s->conns->prev = c;
-        s->conns = c;
-        if (c->admin)
-                s->n_admin_conns++;
-        else
-                s->n_conns++;
-        conn_arm_timer(c);
-        return 0;
-}
-
-/* Accepts one connection when the process is out of file descriptors, only to close it:
- * otherwise the pending connection would wake us forever. */
-static void accept_and_drop(Server *s, int lfd)
-{
-        if (s->reserve_fd >= 0) {
-                close(s->reserve_fd);
-                s->reserve_fd = -EBADF;
-        }
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-                refuse(fd, BROKER_ERR_UNAVAILABLE, "broker is out of file descriptors");
-        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        s->refused_connections++;
-}
-
-/* Whether a new connection may stay; if not, why (and with which code). Admin connections
- * have their own small allowance, so workloads filling the broker never lock the operator
- * out. For a workload connection that may stay, its uid's count has been taken. */
-static const char *admit(Server *s, bool admin, const struct ucred *cred, BrokerErrorCode *ret_code)
-{
-        const Limits *l = &s->config->limits;
-
-        if (admin) {
-                *ret_code = BROKER_ERR_DENIED;
-                if (cred->uid != 0 && cred->uid != geteuid())
-                        return "the admin socket is for root and the broker's own user";
-                *ret_code = BROKER_ERR_UNAVAILABLE;
-                if (s->n_admin_conns >= ADMIN_CONNECTIONS_MAX)
-                        return "too many admin connections; close some and retry";
-                return NULL;
-        }
-        *ret_code = BROKER_ERR_UNAVAILABLE;
-        if (s->n_conns >= l->max_connections)
-                return "broker has too many connections; retry later";
-        int r = uid_counter_add(&s->uids, cred->uid, l->max_connections_per_uid);
-        *ret_code = r == -EUSERS ? BROKER_ERR_RATE_LIMITED : BROKER_ERR_INTERNAL;
-        if (r == -EUSERS)
-                return "too many connections from this uid; close some and retry";
-        if (r < 0)
-                return "out of memory";
-        return NULL;
-}
-
-int conn_on_listener(sd_event_source *src, int lfd, uint32_t revents, void *userdata)
-{
-        Listener *l = userdata;
-        Server *s = l->userdata;
-
-        for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
-                struct ucred cred;
-                socklen_t len = sizeof(cred);
-                int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EAGAIN)
-                                break;
-                        if (errno == EMFILE || errno == ENFILE) {
-                                log_warning("Out of file descriptors; refusing a connection");
-                                accept_and_drop(s, lfd);
-                                continue;
-                        }
-                        if (errno == EINTR || errno == ECONNABORTED)
-                                continue;
-                        log_warning_errno(errno, "accept(): %m");
-                        break;
-                }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-                        close(fd);
-                        continue;
-                }
-                BrokerErrorCode code;
-                const char *why = admit(s, l->admin, &cred, &code);
-                if (why) {
-                        s->refused_connections++;
-                        refuse(fd, code, why);
-                        continue;
-                }
-                int r = conn_new(s, l, fd, &cred);
+        if (!caller->identified) {
+                /* Requests wait in the buffer until the caller is known. */
+                c->busy = true;
+                conn_ref(c);
+                r = workers_submit(sh->workers, &c->identify);
                 if (r < 0) {
-                        if (!l->admin)
-                                uid_counter_remove(&s->uids, cred.uid);
-                        log_warning_errno(r, "Cannot set up connection: %m");
-                        refuse(fd, BROKER_ERR_INTERNAL, "cannot set up connection");
+                        sd_event_source_disable_unref(c->io);
+                        sd_event_source_disable_unref(c->timer);
+                        free(c);
+                        return r;
                 }
         }
+
+        c->next = sh->conns;
+        if (sh->conns)
+                sh->conns->prev = c;
+        sh->conns = c;
+        if (c->admin)
+                sh->n_admin_conns++;
+        else
+                sh->n_conns++;
+        conn_arm_timer(c);
         return 0;
 }

@@ -12,7 +12,6 @@ typedef struct Listener {
         bool created; /* we bound it, so we unlink it on exit */
         bool admin;
         sd_event_source *source;
-        void *userdata;
 } Listener;
 
 /* Takes the socket systemd passed under `name` (FileDescriptorName=) or creates one at `path`:

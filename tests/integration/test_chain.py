@@ -1027,10 +1027,11 @@ class ExportTest(ChainTestCase):
             self.assertEqual(e["activity_name"], "Authentication Ticket")
             self.assertEqual(e["status_id"], 1 if grant else 2)
             self.assertEqual(e["time"], time_ms(rec["time"]))
-            self.assertEqual(e["metadata"]["uid"], rec["seq"])
+            # every "uid" attribute of the OCSF schema is a string
+            self.assertEqual(e["metadata"]["uid"], str(rec["seq"]))
             self.assertEqual(e["actor"]["process"]["pid"], rec["peer"]["pid"])
             self.assertEqual(e["actor"]["process"]["file"]["path"], rec["peer"]["exe"])
-            self.assertEqual(e["actor"]["user"], {"uid": rec["peer"]["uid"],
+            self.assertEqual(e["actor"]["user"], {"uid": str(rec["peer"]["uid"]),
                                                   "name": rec["peer"]["user"]})
             self.assertEqual(e["dst_endpoint"]["svc_name"], rec["audience"])
             if grant:
@@ -1054,7 +1055,28 @@ class ExportTest(ChainTestCase):
         for event in ("grant", "deny", "checkpoint", "audit_key", "key_rotated"):
             got = [json.loads(l) for l in self.export("--event", event).splitlines()]
             self.assertEqual(got, [r for r in ref_records() if r["event"] == event], event)
-        self.assertEqual(self.export("--event", "nonesuch"), b"")
+        # several events: comma-separated, repeated, or both, in seq order either way
+        want = [r for r in ref_records() if r["event"] in ("grant", "deny", "checkpoint")]
+        for args in (("--event", "grant,deny,checkpoint"),
+                     ("--event", "grant", "--event", "deny", "--event", "checkpoint"),
+                     ("--event", "checkpoint,deny", "--event", "grant")):
+            got = [json.loads(l) for l in self.export(*args).splitlines()]
+            self.assertEqual(got, want, args)
+
+    def test_unknown_event_is_a_usage_error(self):
+        for bad in ("nonesuch", "grant,nonesuch", "Grant", "grant,", ",deny", ""):
+            r = ctl("audit", "export", "--database", REF["db"], "--event", bad)
+            self.assertEqual(r.returncode, 1, (bad, r.stderr))
+            self.assertEqual(r.stdout, b"")
+            self.assertIn("is not an event the grant log records", r.stderr)
+            self.assertIn("grant, deny", r.stderr)  # it says which there are
+
+    def test_since_later_than_until_is_a_usage_error(self):
+        r = ctl("audit", "export", "--database", REF["db"], "--since", "2026-11-23",
+                "--until", "2026-11-22")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stdout, b"")
+        self.assertIn("--since 2026-11-23 is later than --until 2026-11-22", r.stderr)
 
     def test_since_and_until(self):
         recs = ref_records()

@@ -166,7 +166,7 @@ static void expect_text_errors(const char *text, const char *const *want)
         r = config_parse_text(text, strlen(text), "test.json", &c, &errs);
         if (r != -EINVAL) {
                 if (r == 0)
-                        config_free(c);
+                        config_unref(c);
                 fail_msg("expected -EINVAL, got %d for:\n%s", r, text);
         }
         assert_ptr_equal(c, (Config *) 0x1); /* untouched on failure */
@@ -291,7 +291,7 @@ static void test_full_config(void **state)
         assert_string_equal(r->subject, "{uid}/{gid}/{container}/{rule}");
         assert_int_equal(r->n_scopes, 0);
         assert_int_equal(r->alg, ALG_EDDSA);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_user_group_resolved(void **state)
@@ -304,7 +304,7 @@ static void test_user_group_resolved(void **state)
         assert_int_equal(c->rules[0].match.user_uid, 33);
         assert_true(c->rules[0].match.has_group);
         assert_int_equal(c->rules[0].match.group_gid, 0);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_defaults(void **state)
@@ -334,7 +334,7 @@ static void test_defaults(void **state)
         assert_int_equal(r->n_scopes, 0);
         assert_int_equal(r->max_ttl, 3600);
         assert_int_equal(r->alg, ALG_EDDSA);
-        config_free(c);
+        config_unref(c);
 
         /* Partial objects: absent members keep their defaults. */
         json_t *j = minimal();
@@ -347,7 +347,7 @@ static void test_defaults(void **state)
         assert_int_equal(c->limits.rate, 7);
         assert_int_equal(c->limits.burst, 2000);
         assert_int_equal(c->limits.max_connections, 1024);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_empty_rules(void **state)
@@ -356,7 +356,7 @@ static void test_empty_rules(void **state)
         put(j, "rules", json_array());
         Config *c = parse_ok(j);
         assert_int_equal(c->n_rules, 0);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_rate_zero_disables(void **state)
@@ -366,7 +366,7 @@ static void test_rate_zero_disables(void **state)
         Config *c = parse_ok(j);
         assert_int_equal(c->limits.rate, 0);
         assert_int_equal(c->limits.burst, 0);
-        config_free(c);
+        config_unref(c);
 }
 
 static void check_duration(json_t *value, uint64_t want)
@@ -378,7 +378,7 @@ static void check_duration(json_t *value, uint64_t want)
                 fail_msg("max_ttl %llu, wanted %llu", (unsigned long long) c->max_ttl,
                          (unsigned long long) want);
         assert_int_equal(c->default_ttl, 1);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_durations(void **state)
@@ -403,7 +403,7 @@ static void test_durations(void **state)
         assert_int_equal(c->limits.idle_timeout, 900);
         assert_int_equal(c->limits.read_timeout, 2);
         assert_int_equal(c->rules[0].max_ttl, 400 * 60);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_socket_path_length(void **state)
@@ -422,7 +422,7 @@ static void test_socket_path_length(void **state)
         put(j, "listen.workload", json_string(p107));
         Config *c = parse_ok(j);
         assert_int_equal(strlen(c->workload_socket), 107);
-        config_free(c);
+        config_unref(c);
 
         j = minimal();
         put(j, "listen.workload", json_string(p108));
@@ -628,7 +628,7 @@ static void test_audit_options(void **state)
         assert_int_equal(c->audit_checkpoint_every, 1000);
         assert_int_equal(c->audit_checkpoint_interval_ms, 60 * 1000);
         assert_int_equal(c->audit_retention_ms, 0); /* keep everything */
-        config_free(c);
+        config_unref(c);
 
         json_t *j = base();
         put(j, "audit.retention", json_string("400d"));
@@ -638,7 +638,7 @@ static void test_audit_options(void **state)
         assert_int_equal(c->audit_retention_ms, 400LL * 86400 * 1000);
         assert_int_equal(c->audit_checkpoint_every, 1);
         assert_int_equal(c->audit_checkpoint_interval_ms, 300 * 1000);
-        config_free(c);
+        config_unref(c);
 
         static const struct {
                 const char *path;
@@ -689,7 +689,7 @@ static void test_uid_gid_range(void **state)
         assert_true(c->rules[2].match.has_uid);
         assert_int_equal(c->rules[2].match.uid, 4294967294u);
         assert_int_equal(c->rules[2].match.gid, 4294967294u);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_nonexistent_user_group(void **state)
@@ -740,7 +740,7 @@ static void test_match_shapes(void **state)
         Config *c = parse_ok(j);
         assert_null(c->rules[2].match.exe);
         assert_false(c->rules[2].match.has_gid);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_bad_subject_templates(void **state)
@@ -772,7 +772,7 @@ static void test_bad_subject_templates(void **state)
         put(j, "rules[1].subject",
             json_string("s://{uid}/{gid}/{user}/{unit}/{container}/{rule}{uid}"));
         Config *c = parse_ok(j);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_invalid_scopes(void **state)
@@ -795,7 +795,7 @@ static void test_invalid_scopes(void **state)
         put(j, "rules[0].scopes[1]", json_string("api:read/x.y-z_~!#$%&'()*+,;<=>?@[]^`{|}"));
         Config *c = parse_ok(j);
         assert_int_equal(c->rules[0].n_scopes, 2);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_audiences(void **state)
@@ -855,7 +855,7 @@ static void test_rule_names(void **state)
         j = base();
         put(j, "rules[0].name", json_string(name));
         Config *c = parse_ok(j);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_ttl_relations(void **state)
@@ -880,7 +880,7 @@ static void test_ttl_relations(void **state)
         put(j, "tokens.default_ttl", json_string("2h"));
         Config *c = parse_ok(j);
         assert_int_equal(c->rules[0].max_ttl, 7200);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_limit_relations(void **state)
@@ -943,7 +943,7 @@ static void test_issuer(void **state)
         put(j, "issuer", json_string("https://broker.example/tenant-a"));
         Config *c = parse_ok(j);
         assert_string_equal(c->issuer, "https://broker.example/tenant-a");
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_paths(void **state)
@@ -1154,7 +1154,7 @@ static void test_restart_only_change(void **state)
         Config *b = parse_ok(j);
         assert_null(config_restart_only_change(a, a));
         assert_null(config_restart_only_change(a, b));
-        config_free(b);
+        config_unref(b);
 
         static const struct {
                 const char *path, *value;
@@ -1176,9 +1176,9 @@ static void test_restart_only_change(void **state)
                 what = config_restart_only_change(b, a);
                 assert_non_null(what);
                 assert_string_equal(what, changes[i].path);
-                config_free(b);
+                config_unref(b);
         }
-        config_free(a);
+        config_unref(a);
 }
 
 int main(void)

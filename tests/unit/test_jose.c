@@ -14,7 +14,7 @@
 #include <sodium.h>
 
 #include "b64url.h"
-#include "keys/jwk.h"
+#include "jwk.h"
 #include "keys/jwt.h"
 #include "macro.h"
 #include "keys/signer.h"

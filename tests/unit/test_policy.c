@@ -134,7 +134,7 @@ static void test_first_match_order(void **state)
         d = grant(c, &id, "https://broad", NULL, 0, -1);
         assert_string_equal(d.subject, "b");
         decision_done(&d);
-        config_free(c);
+        config_unref(c);
 
         /* Reversed order: the narrow rule now decides for uid 1000, the broad one for others. */
         c = load(NULL, "[{'name': 'narrow', 'match': {'uid': 1000, 'gid': 1000},"
@@ -146,7 +146,7 @@ static void test_first_match_order(void **state)
         assert_rule(c, &id, "broad");
         id.gid = 1001;
         assert_rule(c, &id, NULL);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_default_deny(void **state)
@@ -158,7 +158,7 @@ static void test_default_deny(void **state)
         Decision d = denial(c, &id, "anything", NULL, 0, DENY_NO_RULE);
         assert_null(d.rule);
         assert_string_equal(deny_reason_to_string(d.reason), "no_matching_rule");
-        config_free(c);
+        config_unref(c);
 
         /* No rules at all: everyone is denied. */
         c = load(NULL, "[]");
@@ -166,7 +166,7 @@ static void test_default_deny(void **state)
         d = denial(c, &id, "anything", NULL, 0, DENY_NO_RULE);
         assert_null(d.rule);
         assert_null(policy_find_rule(c, &id));
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_empty_match_matches_everyone(void **state)
@@ -184,7 +184,7 @@ static void test_empty_match_matches_everyone(void **state)
         /* A rule without "match" is the same as an empty one. */
         assert_true(rule_matches(&c->rules[1], &bare));
         assert_true(rule_matches(&c->rules[1], &full));
-        config_free(c);
+        config_unref(c);
 }
 
 /* ---- selectors ---------------------------------------------------------------------------- */
@@ -233,7 +233,7 @@ static void test_selector_uid(void **state)
         assert_matches(c, R_UID, &CALLER(.uid = 0), false);
         /* The gid being 33 is not the uid being 33. */
         assert_matches(c, R_UID, &CALLER(.uid = 1000, .gid = 33), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_gid(void **state)
@@ -251,7 +251,7 @@ static void test_selector_gid(void **state)
         assert_matches(c, R_GID, &CALLER(.uid = 100, .gid = 1000), false);
         /* n_groups bounds the array: an entry past it does not count. */
         assert_matches(c, R_GID, &CALLER(.gid = 1000, .groups = with_100, .n_groups = 1), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_user(void **state)
@@ -263,7 +263,7 @@ static void test_selector_user(void **state)
         assert_matches(c, R_USER, &CALLER(.uid = 1), true);
         assert_matches(c, R_USER, &CALLER(.uid = 2, .user = (char *) "daemon"), false);
         assert_matches(c, R_USER, &CALLER(.uid = 1000, .gid = 1), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_group(void **state)
@@ -278,7 +278,7 @@ static void test_selector_group(void **state)
         assert_matches(c, R_GROUP, &CALLER(.groups = other, .n_groups = 2), false);
         assert_matches(c, R_GROUP, &CALLER(.uid = 65534), false);
         assert_matches(c, R_GROUP, &CALLER(.group = (char *) "nogroup"), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_exe(void **state)
@@ -291,7 +291,7 @@ static void test_selector_exe(void **state)
         /* '*' stays inside /usr/bin. */
         assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/bin/sub/tool"), false);
         assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/tmp/usr/bin/x"), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_unit(void **state)
@@ -303,7 +303,7 @@ static void test_selector_unit(void **state)
         assert_matches(c, R_UNIT, &CALLER(.unit = (char *) "web.service"), false);
         assert_matches(c, R_UNIT, &CALLER(.unit = (char *) "web-1.scope"), false);
         assert_matches(c, R_UNIT, &CALLER(.unit = (char *) "xweb-1.service"), false);
-        config_free(c);
+        config_unref(c);
 }
 
 /* Any user can start "web-1.service" under their own systemd: the name alone identifies nothing
@@ -332,7 +332,7 @@ static void test_selector_user_delegated(void **state)
         assert_matches(c, 3, &usr, false);
         assert_rule(c, &usr, "unit-uid");
         assert_rule(c, &sys, "unit-only");
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_cgroup(void **state)
@@ -346,7 +346,7 @@ static void test_selector_cgroup(void **state)
         assert_matches(c, R_CGROUP,
                        &CALLER(.cgroup = (char *) "/system.slice/nginx.service/payload"), false);
         assert_matches(c, R_CGROUP, &CALLER(.cgroup = (char *) "/system.slice/a/b.service"), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selector_container(void **state)
@@ -362,7 +362,7 @@ static void test_selector_container(void **state)
         assert_matches(c, R_CONTAINER, &CALLER(.container = podman), false);
         assert_matches(c, R_CONTAINER, &CALLER(.container = (char *) "unknown:docker"), false);
         assert_matches(c, R_CONTAINER, &CALLER(.container = (char *) "dockerd:abc"), false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_selectors_all_must_hold(void **state)
@@ -395,7 +395,7 @@ static void test_selectors_all_must_hold(void **state)
         id = ok;
         id.container = (char *) "docker:abc";
         assert_matches(c, R_ALL, &id, false);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_missing_value_never_matches(void **state)
@@ -422,7 +422,7 @@ static void test_missing_value_never_matches(void **state)
         /* An empty string is a value, a NULL is not: the unit "*" matches "". */
         Identity empty = CALLER(.unit = (char *) "");
         assert_matches(c, 1, &empty, true);
-        config_free(c);
+        config_unref(c);
 }
 
 /* ---- audiences and scopes ----------------------------------------------------------------- */
@@ -472,7 +472,7 @@ static void test_audience(void **state)
                 assert_string_equal(d.rule->name, "r");
                 assert_string_equal(deny_reason_to_string(d.reason), "audience_not_allowed");
         }
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_audience_patterns(void **state)
@@ -529,7 +529,7 @@ static void test_scopes(void **state)
 
         /* The audience is checked before scopes. */
         d = denial(c, &id, "b", (const char *const[]){"delete"}, 1, DENY_AUDIENCE);
-        config_free(c);
+        config_unref(c);
 }
 
 /* ---- lifetimes ---------------------------------------------------------------------------- */
@@ -575,7 +575,7 @@ static void test_ttl(void **state)
         d = grant(c, &daemon_, "a", NULL, 0, 119);
         assert_int_equal(d.ttl, 119);
         decision_done(&d);
-        config_free(c);
+        config_unref(c);
 
         /* Built-in defaults: 5m default, 1h max. */
         c = load(NULL, "[{'name': 'r', 'subject': 's', 'audiences': ['a']}]");
@@ -585,7 +585,7 @@ static void test_ttl(void **state)
         d = grant(c, &user, "a", NULL, 0, 86400);
         assert_int_equal(d.ttl, 3600);
         decision_done(&d);
-        config_free(c);
+        config_unref(c);
 }
 
 /* ---- subjects ----------------------------------------------------------------------------- */
@@ -614,7 +614,7 @@ static void test_subject_every_placeholder(void **state)
         assert_string_equal(d.subject, "spiffe://example.org/4294967294/4000000000/www-data/"
                                        "web.service/docker:abc/web-1/4294967294");
         decision_done(&d);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_subject_escapes_values(void **state)
@@ -630,7 +630,7 @@ static void test_subject_escapes_values(void **state)
 
         assert_string_equal(d.subject, "u/a\\xffb/foo\\x5cx2dbar.service");
         decision_done(&d);
-        config_free(c);
+        config_unref(c);
 }
 
 static void test_subject_missing_value(void **state)
@@ -661,7 +661,7 @@ static void test_subject_missing_value(void **state)
                             .container = (char *) "docker:1");
                 d = grant(c, &id, "a", NULL, 0, -1);
                 decision_done(&d);
-                config_free(c);
+                config_unref(c);
         }
 }
 
@@ -686,7 +686,7 @@ static void test_subject_too_long(void **state)
         memcpy(unit + 55, ".service", 9);
         id.unit = unit;
         denial(c, &id, "a", NULL, 0, DENY_SUBJECT);
-        config_free(c);
+        config_unref(c);
 }
 
 /* ---- what a denial says ------------------------------------------------------------------- */
@@ -746,7 +746,7 @@ static void test_denials_do_not_leak(void **state)
         assert_null(strstr(d.message, "ZZsecret-rule"));
         assert_null(strstr(d.message, "ZZsecret-aud"));
         assert_null(strstr(d.message, "mine"));
-        config_free(c);
+        config_unref(c);
 }
 
 int main(void)

@@ -1,10 +1,9 @@
-#include "daemon/audit.h"
+#include "grantlog/store.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
 #include <time.h>
 
 #include "json-util.h"
@@ -25,8 +24,8 @@
 #define WAL_FRAMES_RESTART 65536
 
 typedef struct AuditItem {
-        AuditEntry entry; /* prepared by the submitting thread */
-        audit_done_t done;
+        GrantlogEntry entry; /* prepared by the submitting thread */
+        grantlog_done_t done;
         void *userdata;
         int result;
         struct AuditItem *next;
@@ -36,27 +35,24 @@ typedef struct ItemList {
         AuditItem *head, *tail;
 } ItemList;
 
-struct AuditStore {
+struct GrantlogStore {
         char *path;
-        AuditLogOptions opt;
-        SigningKey *key;
+        GrantlogOptions opt;
+        GrantlogSigner signer;
+        GrantlogFaults faults; /* writer thread only */
 
         pthread_mutex_t lock;
         pthread_cond_t wake;
         ItemList pending; /* queued, not yet taken by the writer */
-        ItemList done;    /* finished, callbacks not yet run */
         bool stop;
         bool threads_started;
         pthread_t writer, checkpointer;
 
-        int efd;
-        sd_event_source *efd_source;
-
         /* writer thread only */
         ItemList retained;   /* lifecycle records a failed commit could not write, oldest first */
         int64_t retry_ms;    /* when to try them again without a new request */
-        AuditLog *log;       /* NULL after a failure, until reopened */
-        AuditLogMark mark;   /* the file and the chain we wrote */
+        GrantlogWriter *log; /* NULL after a failure, until reopened */
+        GrantlogMark mark;   /* the file and the chain we wrote */
         bool refusal_logged; /* why the log cannot be reopened, said once */
         int64_t next_prune_ms;
 
@@ -86,7 +82,7 @@ static void list_concat(ItemList *l, ItemList *other)
         *other = (ItemList){};
 }
 
-static int64_t prune_period_ms(const AuditStore *a)
+static int64_t prune_period_ms(const GrantlogStore *a)
 {
         /* A quarter of the retention, between a second and ten minutes. */
         return MIN(MAX(a->opt.retention_ms / 4, 1000), 600000);
@@ -96,22 +92,22 @@ static int64_t prune_period_ms(const AuditStore *a)
  * that was read-only or full recovers by itself. Only the file we wrote is reopened, and only
  * while it holds the chain we wrote: a database deleted, or replaced by another (even a valid
  * log, even a copy of ours), is refused until it is restored or brokerd restarts. */
-static int writer_ensure_log(AuditStore *a)
+static int writer_ensure_log(GrantlogStore *a)
 {
         int r;
 
-        if (a->log && auditlog_file_replaced(a->log)) {
+        if (a->log && grantlog_writer_file_replaced(a->log)) {
                 log_error("%s: the audit database was deleted or replaced while in use; "
                           "refusing requests until it is restored or brokerd restarts",
                           a->path);
                 a->refusal_logged = true;
-                auditlog_close(a->log);
+                grantlog_writer_close(a->log);
                 a->log = NULL;
                 return -ENOENT;
         }
         if (a->log)
                 return 0;
-        r = auditlog_reopen(a->path, &a->opt, a->key, &a->mark, &a->log);
+        r = grantlog_writer_reopen(a->path, &a->opt, &a->signer, &a->faults, &a->mark, &a->log);
         if (r == -ESTALE && !a->refusal_logged) {
                 log_error("%s: the audit database is not the log this broker wrote (another file, "
                           "or it no longer holds seq %llu); refusing requests until it is "
@@ -122,26 +118,26 @@ static int writer_ensure_log(AuditStore *a)
         return r;
 }
 
-static void writer_note(AuditStore *a, int r)
+static void writer_note(GrantlogStore *a, int r)
 {
         bool was = atomic_exchange(&a->healthy, r >= 0);
 
         if (r >= 0) {
-                auditlog_mark(a->log, &a->mark);
+                grantlog_writer_mark(a->log, &a->mark);
                 a->refusal_logged = false;
                 atomic_store(&a->last_seq, a->mark.seq);
                 if (!was)
                         log_notice("%s: audit writes succeed again", a->path);
         } else if (a->log) {
-                auditlog_close(a->log);
+                grantlog_writer_close(a->log);
                 a->log = NULL;
         }
 }
 
 /* Commits one batch (and a closing checkpoint when `final`). */
-static int writer_commit(AuditStore *a, AuditItem *batch, bool final)
+static int writer_commit(GrantlogStore *a, AuditItem *batch, bool final)
 {
-        AuditEntry entries[BATCH_MAX];
+        GrantlogEntry entries[BATCH_MAX];
         size_t n = 0;
         int r;
 
@@ -149,7 +145,7 @@ static int writer_commit(AuditStore *a, AuditItem *batch, bool final)
                 entries[n++] = i->entry;
         r = writer_ensure_log(a);
         if (r >= 0)
-                r = auditlog_append(a->log, entries, n, final, now_unix_ms());
+                r = grantlog_writer_append(a->log, entries, n, final, now_unix_ms());
         writer_note(a, r);
         return r;
 }
@@ -183,12 +179,12 @@ static size_t list_length(const ItemList *l)
 
 static void item_free(AuditItem *i)
 {
-        audit_entry_done(&i->entry);
+        grantlog_entry_done(&i->entry);
         free(i);
 }
 
 /* The record is gone for good: the journal is the last place it can be seen. */
-static void log_lost(AuditStore *a, const AuditItem *i, const char *why)
+static void log_lost(GrantlogStore *a, const AuditItem *i, const char *why)
 {
         char t[TIME_RFC3339_MAX];
 
@@ -200,7 +196,7 @@ static void log_lost(AuditStore *a, const AuditItem *i, const char *why)
  * first once the log can be written again; the rest go back to their callers. Every kept
  * record was in the batch (a batch takes them all), so what is kept now is all there is.
  * Writer thread. */
-static void retain_lifecycle(AuditStore *a, ItemList *batch, ItemList *answered)
+static void retain_lifecycle(GrantlogStore *a, ItemList *batch, ItemList *answered)
 {
         size_t kept = 0;
 
@@ -221,9 +217,9 @@ static void retain_lifecycle(AuditStore *a, ItemList *batch, ItemList *answered)
         a->retry_ms = now_unix_ms() + RETAIN_RETRY_MS;
 }
 
-static int64_t writer_deadline(AuditStore *a)
+static int64_t writer_deadline(GrantlogStore *a)
 {
-        int64_t d = a->log ? auditlog_checkpoint_deadline(a->log) : INT64_MAX;
+        int64_t d = a->log ? grantlog_writer_checkpoint_deadline(a->log) : INT64_MAX;
 
         if (a->retained.head)
                 d = MIN(d, a->retry_ms);
@@ -232,7 +228,7 @@ static int64_t writer_deadline(AuditStore *a)
         return d;
 }
 
-static void wait_until(AuditStore *a, int64_t deadline_ms)
+static void wait_until(GrantlogStore *a, int64_t deadline_ms)
 {
         if (deadline_ms == INT64_MAX) {
                 pthread_cond_wait(&a->wake, &a->lock);
@@ -245,7 +241,7 @@ static void wait_until(AuditStore *a, int64_t deadline_ms)
 
 static void *writer_main(void *userdata)
 {
-        AuditStore *a = userdata;
+        GrantlogStore *a = userdata;
 
         for (;;) {
                 int64_t deadline = writer_deadline(a);
@@ -277,15 +273,19 @@ static void *writer_main(void *userdata)
                                 retain_lifecycle(a, &batch, &answered);
                         else
                                 answered = batch;
-                        bool any = answered.head;
+                        /* The callbacks hand their results on (to the event loop's mailbox):
+                         * they run here, in commit order, without the lock. */
+                        for (AuditItem *i = answered.head, *next; i; i = next) {
+                                next = i->next;
+                                if (i->done)
+                                        i->done(i->result, i->userdata);
+                                item_free(i);
+                        }
                         pthread_mutex_lock(&a->lock);
-                        list_concat(&a->done, &answered);
                         /* stopping, or stopping with the log unwritable and nothing left to
                          * answer */
                         bool give_up = stopping || (r < 0 && a->stop && !a->pending.head);
                         pthread_mutex_unlock(&a->lock);
-                        if (any)
-                                (void) eventfd_write(a->efd, 1);
                         if (give_up) {
                                 /* shutting down with the log unwritable */
                                 for (AuditItem *i = a->retained.head, *next; i; i = next) {
@@ -304,11 +304,11 @@ static void *writer_main(void *userdata)
                 /* Idle: a checkpoint that is due, or pruning. A failed log is retried by the
                  * next batch, not here. */
                 int64_t now = now_unix_ms();
-                if (a->log && now >= auditlog_checkpoint_deadline(a->log))
+                if (a->log && now >= grantlog_writer_checkpoint_deadline(a->log))
                         (void) writer_commit(a, NULL, false);
                 if (a->log && a->opt.retention_ms > 0 && now >= a->next_prune_ms) {
                         bool more = false;
-                        int r = auditlog_prune(a->log, now, &more);
+                        int r = grantlog_writer_prune(a->log, now, &more);
                         /* A stretch that does not verify is refused (and logged); the log
                          * still takes records, so that is not a write failure. */
                         if (r != -EBADMSG)
@@ -322,7 +322,7 @@ static void *writer_main(void *userdata)
 /* Copies the WAL into the database from its own connection, so no commit waits for it. */
 static void *checkpointer_main(void *userdata)
 {
-        AuditStore *a = userdata;
+        GrantlogStore *a = userdata;
         sqlite3 *db = NULL;
 
         for (;;) {
@@ -358,69 +358,31 @@ static void *checkpointer_main(void *userdata)
         return NULL;
 }
 
-/* Runs callbacks of finished items on the event loop thread. */
-static void run_completions(AuditStore *a)
+int grantlog_store_open(const char *path, const GrantlogOptions *opt, const GrantlogSigner *signer,
+                        GrantlogStore **ret)
 {
-        ItemList done;
-
-        pthread_mutex_lock(&a->lock);
-        done = a->done;
-        a->done = (ItemList){};
-        pthread_mutex_unlock(&a->lock);
-
-        for (AuditItem *i = done.head, *next; i; i = next) {
-                next = i->next;
-                if (i->done)
-                        i->done(i->result, i->userdata);
-                item_free(i);
-        }
-}
-
-static int on_completion(sd_event_source *s, int fd, uint32_t revents, void *userdata)
-{
-        eventfd_t v;
-
-        (void) eventfd_read(fd, &v);
-        run_completions(userdata);
-        return 0;
-}
-
-int audit_open(const char *path, const AuditLogOptions *opt, SigningKey *key, sd_event *event,
-               AuditStore **ret)
-{
-        AuditStore *a;
+        GrantlogStore *a;
         int r;
 
-        a = calloc(1, sizeof(AuditStore));
+        a = calloc(1, sizeof(GrantlogStore));
         if (!a)
                 return -ENOMEM;
-        a->efd = -EBADF;
         pthread_mutex_init(&a->lock, NULL);
         pthread_cond_init(&a->wake, NULL);
         atomic_init(&a->healthy, true);
         a->opt = *opt;
-        a->key = signing_key_ref(key);
+        a->signer = *signer;
         a->path = strdup(path);
         if (!a->path) {
                 r = -ENOMEM;
                 goto fail;
         }
-        r = auditlog_open(path, true, opt, key, &a->log);
+        r = grantlog_writer_open(path, true, opt, &a->signer, &a->faults, &a->log);
         if (r < 0)
                 goto fail;
-        auditlog_mark(a->log, &a->mark);
+        grantlog_writer_mark(a->log, &a->mark);
         atomic_store(&a->last_seq, a->mark.seq);
         a->next_prune_ms = now_unix_ms();
-
-        a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (a->efd < 0) {
-                r = log_error_errno(errno, "eventfd: %m");
-                goto fail;
-        }
-        r = sd_event_add_io(event, &a->efd_source, a->efd, EPOLLIN, on_completion, a);
-        if (r < 0)
-                goto fail;
-        (void) sd_event_source_set_description(a->efd_source, "audit-completions");
 
         r = -pthread_create(&a->writer, NULL, writer_main, a);
         if (r >= 0) {
@@ -441,11 +403,12 @@ int audit_open(const char *path, const AuditLogOptions *opt, SigningKey *key, sd
         *ret = a;
         return 0;
 fail:
-        audit_close(a);
+        grantlog_store_close(a);
         return r;
 }
 
-int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t done, void *userdata)
+int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, grantlog_done_t done,
+                          void *userdata)
 {
         _cleanup_(json_decrefp) json_t *rec = record;
         AuditItem *i = calloc(1, sizeof(AuditItem));
@@ -454,7 +417,7 @@ int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t do
         if (!i)
                 return -ENOMEM;
         /* The canonical form is made here, on the submitting thread, not in the commit. */
-        r = audit_entry_prepare(rec, time_ms, &i->entry);
+        r = grantlog_entry_prepare(rec, time_ms, &i->entry);
         if (r < 0) {
                 free(i);
                 return r;
@@ -465,7 +428,7 @@ int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t do
         pthread_mutex_lock(&a->lock);
         if (a->stop) {
                 pthread_mutex_unlock(&a->lock);
-                audit_entry_done(&i->entry);
+                grantlog_entry_done(&i->entry);
                 free(i);
                 return -ESHUTDOWN;
         }
@@ -475,22 +438,7 @@ int audit_submit(AuditStore *a, json_t *record, int64_t time_ms, audit_done_t do
         return 0;
 }
 
-void audit_complete(AuditStore *a, int result, audit_done_t done, void *userdata)
-{
-        AuditItem *i = calloc(1, sizeof(AuditItem));
-
-        if (!i) {
-                log_oom();
-                abort();
-        }
-        *i = (AuditItem){.result = result, .done = done, .userdata = userdata};
-        pthread_mutex_lock(&a->lock);
-        list_append(&a->done, i);
-        pthread_mutex_unlock(&a->lock);
-        (void) eventfd_write(a->efd, 1);
-}
-
-void audit_drain(AuditStore *a)
+void grantlog_store_drain(GrantlogStore *a)
 {
         if (!a || !a->threads_started)
                 return;
@@ -501,45 +449,37 @@ void audit_drain(AuditStore *a)
         pthread_join(a->writer, NULL);
         pthread_join(a->checkpointer, NULL);
         a->threads_started = false;
-        run_completions(a);
 }
 
-void audit_close(AuditStore *a)
+void grantlog_store_close(GrantlogStore *a)
 {
         if (!a)
                 return;
-        audit_drain(a);
-        sd_event_source_disable_unref(a->efd_source);
-        if (a->efd >= 0)
-                close(a->efd);
-        auditlog_close(a->log);
-        if (a->key)
-                signing_key_unref(a->key);
+        grantlog_store_drain(a);
+        grantlog_writer_close(a->log);
         pthread_mutex_destroy(&a->lock);
         pthread_cond_destroy(&a->wake);
         free(a->path);
         free(a);
 }
 
-bool audit_healthy(AuditStore *a)
+static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done_t done,
+                       void *userdata)
+{
+        return grantlog_store_submit(ctx, record, time_ms, done, userdata);
+}
+
+GrantSink grantlog_store_sink(GrantlogStore *a)
+{
+        return (GrantSink){.submit = sink_submit, .ctx = a};
+}
+
+bool grantlog_store_healthy(GrantlogStore *a)
 {
         return atomic_load(&a->healthy);
 }
 
-const SigningKey *audit_signing_key(AuditStore *a)
-{
-        return a->key;
-}
-
-uint64_t audit_last_seq(AuditStore *a)
+uint64_t grantlog_store_last_seq(GrantlogStore *a)
 {
         return atomic_load(&a->last_seq);
-}
-
-json_t *audit_record_new(const char *event, int64_t time_ms)
-{
-        char t[TIME_RFC3339_MAX];
-
-        time_format_rfc3339_ms(time_ms, t);
-        return json_pack("{s:s, s:s}", "time", t, "event", event);
 }

@@ -1,4 +1,4 @@
-#include "keys/jwk.h"
+#include "jwk.h"
 
 #include <sodium.h>
 

@@ -1,7 +1,7 @@
-/* The grant log on disk (brokerd/auditlog.c), driven directly on real SQLite files with the
- * clock passed in. Every check reads the file back on its own connection and recomputes what
- * the format (common/auditfmt.h) promises with libsodium: each record's hash is the SHA-256 of
- * exactly its stored body, each prev_hash is the hash before it, and every signed statement
+/* The grant log on disk (common/grantlog/writer.c), driven directly on real SQLite files with
+ * the clock passed in. Every check reads the file back on its own connection and recomputes what
+ * the format (common/grantlog/format.h) promises with libsodium: each record's hash is the SHA-256
+ * of exactly its stored body, each prev_hash is the hash before it, and every signed statement
  * (checkpoint, head, anchor) verifies with the audit key's public half. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,8 +24,8 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
-#include "auditfmt.h"
-#include "daemon/auditlog.h"
+#include "grantlog/format.h"
+#include "grantlog/writer.h"
 #include "macro.h"
 #include "keys/signer.h"
 #include "timeutil.h"
@@ -36,6 +36,30 @@
 
 static char dir[64], path[128];
 static SigningKey *key;
+static GrantlogFaults faults;
+
+static int sign_with(void *ctx, const void *msg, size_t len, unsigned char sig[64])
+{
+        unsigned char buf[SIGNATURE_MAX];
+        size_t n;
+        int r = signing_key_sign(ctx, msg, len, buf, &n);
+
+        if (r >= 0)
+                memcpy(sig, buf, 64);
+        return r;
+}
+
+/* The grant log's view of an audit key: its id, its public half, and a way to sign with it. */
+static const GrantlogSigner *signer(SigningKey *k)
+{
+        static GrantlogSigner s;
+
+        s = (GrantlogSigner){.sign = sign_with, .ctx = k};
+        snprintf(s.key_id, sizeof(s.key_id), "%s", k->kid);
+        snprintf(s.public_key, sizeof(s.public_key), "%s",
+                 json_string_value(json_object_get(k->jwk, "x")));
+        return &s;
+}
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
 
@@ -60,18 +84,18 @@ static int teardown(void **state)
         return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static AuditLogOptions options(uint64_t every, int64_t interval_ms, int64_t retention_ms)
+static GrantlogOptions options(uint64_t every, int64_t interval_ms, int64_t retention_ms)
 {
-        return (AuditLogOptions){.checkpoint_every = every,
+        return (GrantlogOptions){.checkpoint_every = every,
                                  .checkpoint_interval_ms = interval_ms,
                                  .retention_ms = retention_ms};
 }
 
-static AuditLog *open_log(const AuditLogOptions *opt, SigningKey *k)
+static GrantlogWriter *open_log(const GrantlogOptions *opt, SigningKey *k)
 {
-        AuditLog *l = NULL;
+        GrantlogWriter *l = NULL;
 
-        assert_int_equal(auditlog_open(path, true, opt, k, &l), 0);
+        assert_int_equal(grantlog_writer_open(path, true, opt, signer(k), &faults, &l), 0);
         assert_non_null(l);
         return l;
 }
@@ -83,9 +107,10 @@ static const char *public_key(const SigningKey *k)
 
 /* Appends n records of `event` written at time t (n may be 0: only a due or forced
  * checkpoint). */
-static int append(AuditLog *l, size_t n, const char *event, int64_t t, bool force, int64_t now)
+static int append(GrantlogWriter *l, size_t n, const char *event, int64_t t, bool force,
+                  int64_t now)
 {
-        AuditEntry *entries = calloc(n + 1, sizeof(AuditEntry));
+        GrantlogEntry *entries = calloc(n + 1, sizeof(GrantlogEntry));
         char ts[TIME_RFC3339_MAX];
         int r;
 
@@ -96,12 +121,12 @@ static int append(AuditLog *l, size_t n, const char *event, int64_t t, bool forc
                     json_pack("{s:s, s:s, s:I}", "time", ts, "event", event, "n", (json_int_t) i);
 
                 assert_non_null(rec);
-                assert_int_equal(audit_entry_prepare(rec, t, &entries[i]), 0);
+                assert_int_equal(grantlog_entry_prepare(rec, t, &entries[i]), 0);
                 json_decref(rec);
         }
-        r = auditlog_append(l, entries, n, force, now);
+        r = grantlog_writer_append(l, entries, n, force, now);
         for (size_t i = 0; i < n; i++)
-                audit_entry_done(&entries[i]);
+                grantlog_entry_done(&entries[i]);
         free(entries);
         return r;
 }
@@ -147,7 +172,7 @@ static int64_t n_rows(void)
 typedef struct Row {
         int64_t seq, time_ms;
         char event[32];
-        char hash[AUDIT_HASH_HEX];
+        char hash[GRANTLOG_HASH_HEX];
         json_t *body; /* parsed */
         char *text;   /* as stored */
 } Row;
@@ -207,7 +232,7 @@ static int64_t num(json_t *o, const char *k)
 typedef struct Signed {
         bool present;
         int64_t seq;
-        char hash[AUDIT_HASH_HEX], time[TIME_RFC3339_MAX], key_id[64], pub[64], sig[128];
+        char hash[GRANTLOG_HASH_HEX], time[TIME_RFC3339_MAX], key_id[64], pub[64], sig[128];
 } Signed;
 
 static Signed signed_row(const char *name)
@@ -238,26 +263,26 @@ static Signed signed_row(const char *name)
 
 /* ---- what the format promises ------------------------------------------------------------- */
 
-static void sha256_hex(const char *s, char out[AUDIT_HASH_HEX])
+static void sha256_hex(const char *s, char out[GRANTLOG_HASH_HEX])
 {
         unsigned char d[crypto_hash_sha256_BYTES];
 
         crypto_hash_sha256(d, (const unsigned char *) s, strlen(s));
-        sodium_bin2hex(out, AUDIT_HASH_HEX, d, sizeof(d));
+        sodium_bin2hex(out, GRANTLOG_HASH_HEX, d, sizeof(d));
 }
 
 /* A signed statement verifies with `pub`, and would not over another hash. */
 static void assert_statement(const char *type, int64_t seq, const char *hash, const char *time,
                              const char *kid, const char *sig, const char *pub)
 {
-        _cleanup_free_ char *st = audit_statement(type, (uint64_t) seq, hash, time, kid);
+        _cleanup_free_ char *st = grantlog_statement(type, (uint64_t) seq, hash, time, kid);
         _cleanup_free_ char *other =
-            audit_statement(type, (uint64_t) seq, AUDIT_GENESIS, time, kid);
+            grantlog_statement(type, (uint64_t) seq, GRANTLOG_GENESIS, time, kid);
 
         assert_non_null(st);
-        if (audit_statement_verify(st, sig, pub) != 0)
+        if (grantlog_statement_verify(st, sig, pub) != 0)
                 fail_msg("%s statement over seq %lld does not verify", type, (long long) seq);
-        assert_int_equal(audit_statement_verify(other, sig, pub), -EBADMSG);
+        assert_int_equal(grantlog_statement_verify(other, sig, pub), -EBADMSG);
 }
 
 /* Record `seq`: its hash is SHA-256 of exactly the stored body, the body is canonical (members
@@ -265,7 +290,7 @@ static void assert_statement(const char *type, int64_t seq, const char *hash, co
 static Row assert_record(int64_t seq, const char *prev)
 {
         Row r = row(seq);
-        char h[AUDIT_HASH_HEX];
+        char h[GRANTLOG_HASH_HEX];
         _cleanup_free_ char *canon = json_dumps(r.body, JSON_COMPACT | JSON_SORT_KEYS);
 
         sha256_hex(r.text, h);
@@ -286,7 +311,7 @@ static int64_t assert_log(const char *pub)
         Signed anchor = signed_row("anchor"), head = signed_row("head");
         int64_t first = query("SELECT MIN(seq) FROM records"),
                 last = query("SELECT MAX(seq) FROM records");
-        char prev[AUDIT_HASH_HEX];
+        char prev[GRANTLOG_HASH_HEX];
 
         assert_int_equal(n_rows(), last - first + 1);
         if (anchor.present) {
@@ -296,7 +321,7 @@ static int64_t assert_log(const char *pub)
                                  anchor.sig, anchor.pub);
         } else {
                 assert_int_equal(first, 1);
-                memcpy(prev, AUDIT_GENESIS, sizeof(prev));
+                memcpy(prev, GRANTLOG_GENESIS, sizeof(prev));
         }
         for (int64_t s = first; s <= last; s++) {
                 Row r = assert_record(s, prev);
@@ -319,12 +344,12 @@ static int64_t assert_log(const char *pub)
         return last;
 }
 
-static void assert_state(AuditLog *l, int64_t seq)
+static void assert_state(GrantlogWriter *l, int64_t seq)
 {
         Row r = row(seq);
 
-        assert_int_equal(auditlog_last_seq(l), seq);
-        assert_string_equal(auditlog_last_hash(l), r.hash);
+        assert_int_equal(grantlog_writer_last_seq(l), seq);
+        assert_string_equal(grantlog_writer_last_hash(l), r.hash);
         assert_int_equal(query("SELECT MAX(seq) FROM records"), seq);
         row_done(&r);
 }
@@ -374,12 +399,12 @@ static void spit(const char *p, Bytes b)
 
 static void test_new_log_starts_with_audit_key(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
         int64_t before = now_unix_ms();
-        AuditLog *l = open_log(&opt, key);
+        GrantlogWriter *l = open_log(&opt, key);
 
         assert_int_equal(n_rows(), 1);
-        Row r = assert_record(1, AUDIT_GENESIS);
+        Row r = assert_record(1, GRANTLOG_GENESIS);
         assert_string_equal(r.event, "audit_key");
         assert_string_equal(str(r.body, "key_id"), key->kid);
         assert_string_equal(str(r.body, "public_key"), public_key(key));
@@ -396,15 +421,15 @@ static void test_new_log_starts_with_audit_key(void **state)
         assert_false(signed_row("anchor").present);
         assert_int_equal(assert_log(public_key(key)), 1);
         row_done(&r);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 static void test_appends_are_chained_over_the_stored_body(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms();
-        char prev[AUDIT_HASH_HEX];
+        char prev[GRANTLOG_HASH_HEX];
 
         /* a batch of three, then two alone: one seq after the other */
         assert_int_equal(append(l, 3, "grant", t, false, t), 0);
@@ -427,19 +452,19 @@ static void test_appends_are_chained_over_the_stored_body(void **state)
         assert_int_equal(num(r.body, "n"), 0); /* the record's own fields are kept */
         row_done(&r);
         assert_state(l, 6);
-        assert_string_equal(auditlog_last_hash(l), prev);
+        assert_string_equal(grantlog_writer_last_hash(l), prev);
         assert_int_equal(assert_log(public_key(key)), 6);
         /* nothing is due: no checkpoint yet */
         assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'checkpoint'"), 0);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
 
 static void test_checkpoint_every_n_records(void **state)
 {
-        AuditLogOptions opt = options(5, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(5, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms();
 
         /* audit_key + 4 records: 5 uncovered, so the 4th append closes with a checkpoint */
@@ -450,7 +475,7 @@ static void test_checkpoint_every_n_records(void **state)
         assert_int_equal(n_rows(), 6);
         assert_true(is_checkpoint(6));
         assert_state(l, 6);
-        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), INT64_MAX);
 
         /* five more, then the next one */
         for (int i = 0; i < 5; i++)
@@ -466,22 +491,22 @@ static void test_checkpoint_every_n_records(void **state)
         assert_int_equal(n_rows(), 26);
         for (int64_t s = 13; s <= 26; s++)
                 assert_int_equal(is_checkpoint(s), s == 18 || s == 24);
-        assert_int_equal(auditlog_checkpoint_deadline(l), t + YEAR_MS);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), t + YEAR_MS);
         assert_int_equal(assert_log(public_key(key)), 26);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 static void test_checkpoint_after_interval(void **state)
 {
-        AuditLogOptions opt = options(1000, 10000, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, 10000, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         Row first = row(1);
         int64_t t0 = first.time_ms; /* the audit_key record waits for a checkpoint from here */
 
         row_done(&first);
-        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 10000);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), t0 + 10000);
         assert_int_equal(append(l, 1, "grant", t0 + 5000, false, t0 + 5000), 0);
-        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 10000);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), t0 + 10000);
         assert_int_equal(append(l, 0, NULL, 0, false, t0 + 9999), 0); /* not yet */
         assert_int_equal(n_rows(), 2);
 
@@ -492,27 +517,27 @@ static void test_checkpoint_after_interval(void **state)
         Row cp = row(3);
         assert_int_equal(cp.time_ms, t0 + 10000);
         row_done(&cp);
-        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), INT64_MAX);
 
         /* the interval counts from the oldest uncovered record, and a batch that arrives
          * when it is due closes with the checkpoint */
         assert_int_equal(append(l, 1, "grant", t0 + 20000, false, t0 + 20000), 0);
-        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 30000);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), t0 + 30000);
         assert_int_equal(append(l, 1, "grant", t0 + 29000, false, t0 + 29000), 0);
-        assert_int_equal(auditlog_checkpoint_deadline(l), t0 + 30000);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), t0 + 30000);
         assert_int_equal(append(l, 1, "grant", t0 + 30000, false, t0 + 30000), 0);
         assert_int_equal(n_rows(), 7);
         assert_false(is_checkpoint(6));
         assert_true(is_checkpoint(7));
-        assert_int_equal(auditlog_checkpoint_deadline(l), INT64_MAX);
+        assert_int_equal(grantlog_writer_checkpoint_deadline(l), INT64_MAX);
         assert_int_equal(assert_log(public_key(key)), 7);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 static void test_force_checkpoint_only_when_records_are_uncovered(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms();
 
         assert_int_equal(append(l, 0, NULL, 0, true, t), 0); /* covers the audit_key record */
@@ -535,32 +560,32 @@ static void test_force_checkpoint_only_when_records_are_uncovered(void **state)
         assert_int_equal(append(l, 0, NULL, 0, true, t + 3), 0);
         assert_int_equal(n_rows(), 5);
         assert_int_equal(assert_log(public_key(key)), 5);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 /* ---- reopening ---------------------------------------------------------------------------- */
 
 static void test_reopen_continues_the_chain(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         SigningKey *key2 = NULL;
-        char hash[AUDIT_HASH_HEX];
+        char hash[GRANTLOG_HASH_HEX];
         int64_t t = now_unix_ms();
 
         assert_int_equal(append(l, 3, "grant", t, false, t), 0);
-        snprintf(hash, sizeof(hash), "%s", auditlog_last_hash(l));
-        auditlog_close(l);
+        snprintf(hash, sizeof(hash), "%s", grantlog_writer_last_hash(l));
+        grantlog_writer_close(l);
 
         /* the same key: nothing is added, the chain goes on where it stopped */
         l = open_log(&opt, key);
         assert_int_equal(n_rows(), 4);
-        assert_int_equal(auditlog_last_seq(l), 4);
-        assert_string_equal(auditlog_last_hash(l), hash);
+        assert_int_equal(grantlog_writer_last_seq(l), 4);
+        assert_string_equal(grantlog_writer_last_hash(l), hash);
         assert_int_equal(append(l, 1, "started", t + 1, false, t + 1), 0);
         Row r = assert_record(5, hash);
         row_done(&r);
-        auditlog_close(l);
+        grantlog_writer_close(l);
         assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'audit_key'"), 1);
 
         /* a new audit key is named in the chain before it signs anything */
@@ -581,28 +606,28 @@ static void test_reopen_continues_the_chain(void **state)
         assert_string_equal(str(json_object_get(r.body, "checkpoint"), "key_id"), key2->kid);
         row_done(&r);
         assert_int_equal(assert_log(public_key(key2)), 8);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 
         l = open_log(&opt, key2);
         assert_int_equal(n_rows(), 8);
-        auditlog_close(l);
+        grantlog_writer_close(l);
         assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'audit_key'"), 2);
         signing_key_unref(key2);
 }
 
 /* Opening must fail without writing a byte; ret stays untouched. */
-static void assert_open_refused(const AuditLogOptions *opt, int want, const char *logged)
+static void assert_open_refused(const GrantlogOptions *opt, int want, const char *logged)
 {
-        AuditLog *l = (AuditLog *) 0x1;
+        GrantlogWriter *l = (GrantlogWriter *) 0x1;
         Bytes before = slurp(path), after;
         char *log;
         int r;
 
         capture_begin();
-        r = auditlog_open(path, false, opt, key, &l);
+        r = grantlog_writer_open(path, false, opt, signer(key), &faults, &l);
         log = capture_end();
         assert_int_equal(r, want);
-        assert_ptr_equal(l, (AuditLog *) 0x1);
+        assert_ptr_equal(l, (GrantlogWriter *) 0x1);
         if (logged)
                 assert_logged(log, logged);
         after = slurp(path);
@@ -619,7 +644,7 @@ static void forge_head(SigningKey *k)
         Row last = row(query("SELECT MAX(seq) FROM records"));
         const char *time = "2026-01-01T00:00:00.000Z";
         _cleanup_free_ char *st =
-            audit_statement("head", (uint64_t) last.seq, last.hash, time, k->kid);
+            grantlog_statement("head", (uint64_t) last.seq, last.hash, time, k->kid);
         unsigned char sig[SIGNATURE_MAX];
         char b64[2 * SIGNATURE_MAX], sql[4 * SIGNATURE_MAX];
         size_t len;
@@ -637,14 +662,14 @@ static void forge_head(SigningKey *k)
 
 static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
 {
-        AuditLogOptions opt = options(3, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(3, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms();
         Bytes pristine;
 
         for (int i = 0; i < 6; i++)
                 assert_int_equal(append(l, 1, "grant", t, false, t), 0);
-        auditlog_close(l); /* the last connection: the WAL is folded into the file */
+        grantlog_writer_close(l); /* the last connection: the WAL is folded into the file */
         pristine = slurp(path);
 
         /* the last rows deleted (after the last checkpoint: no checkpoint misses them) */
@@ -653,7 +678,7 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
 
         /* the last record rewritten */
         spit(path, pristine);
-        exec_sql("UPDATE records SET hash = '" AUDIT_GENESIS "' WHERE seq = (SELECT MAX(seq) "
+        exec_sql("UPDATE records SET hash = '" GRANTLOG_GENESIS "' WHERE seq = (SELECT MAX(seq) "
                  "FROM records)");
         assert_open_refused(&opt, -EBADMSG, "truncated or altered");
 
@@ -684,8 +709,8 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
         spit(path, pristine);
         exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
         forge_head(key);
-        assert_int_equal(auditlog_open(path, false, &opt, key, &l), 0);
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_open(path, false, &opt, signer(key), &faults, &l), 0);
+        grantlog_writer_close(l);
 
         /* the head deleted */
         spit(path, pristine);
@@ -694,14 +719,15 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
 
         /* the intact file opens; a missing one is not created unless asked */
         spit(path, pristine);
-        assert_int_equal(auditlog_open(path, false, &opt, key, &l), 0);
-        assert_int_equal(assert_log(public_key(key)), auditlog_last_seq(l));
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_open(path, false, &opt, signer(key), &faults, &l), 0);
+        assert_int_equal(assert_log(public_key(key)), grantlog_writer_last_seq(l));
+        grantlog_writer_close(l);
         char missing[160];
         snprintf(missing, sizeof(missing), "%s/none.db", dir);
-        l = (AuditLog *) 0x1;
-        assert_int_equal(auditlog_open(missing, false, &opt, key, &l), -ENOENT);
-        assert_ptr_equal(l, (AuditLog *) 0x1);
+        l = (GrantlogWriter *) 0x1;
+        assert_int_equal(grantlog_writer_open(missing, false, &opt, signer(key), &faults, &l),
+                         -ENOENT);
+        assert_ptr_equal(l, (GrantlogWriter *) 0x1);
         assert_int_equal(access(missing, F_OK), -1);
         free(pristine.p);
 }
@@ -710,9 +736,9 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
  * holds the chain the broker wrote. */
 static void test_reopen_after_a_failure(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
-        AuditLogMark mark, old;
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
+        GrantlogMark mark, old;
         char other[160], aside[160], older[160];
         int64_t t = now_unix_ms();
         Bytes b;
@@ -721,37 +747,38 @@ static void test_reopen_after_a_failure(void **state)
         snprintf(aside, sizeof(aside), "%s/aside.db", dir);
         snprintf(older, sizeof(older), "%s/older.db", dir);
         assert_int_equal(append(l, 2, "grant", t, false, t), 0);
-        auditlog_mark(l, &old);
-        auditlog_close(l);
+        grantlog_writer_mark(l, &old);
+        grantlog_writer_close(l);
         b = slurp(path);
         spit(older, b); /* a backup: ours, but behind */
         free(b.p);
         l = open_log(&opt, key);
         assert_int_equal(append(l, 2, "grant", t, false, t), 0);
-        auditlog_mark(l, &mark);
+        grantlog_writer_mark(l, &mark);
         assert_int_equal(mark.seq, 5);
-        assert_string_equal(mark.hash, auditlog_last_hash(l));
-        auditlog_close(l);
+        assert_string_equal(mark.hash, grantlog_writer_last_hash(l));
+        grantlog_writer_close(l);
 
         /* the same file, where we left it */
-        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), 0);
-        assert_int_equal(auditlog_last_seq(l), 5);
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_reopen(path, &opt, signer(key), &faults, &mark, &l), 0);
+        assert_int_equal(grantlog_writer_last_seq(l), 5);
+        grantlog_writer_close(l);
 
         /* moved away: not there, and not created; moved back: the same file again */
         assert_int_equal(rename(path, aside), 0);
-        l = (AuditLog *) 0x1;
-        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ENOENT);
+        l = (GrantlogWriter *) 0x1;
+        assert_int_equal(grantlog_writer_reopen(path, &opt, signer(key), &faults, &mark, &l),
+                         -ENOENT);
         assert_int_equal(access(path, F_OK), -1);
         assert_int_equal(rename(aside, path), 0);
-        assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), 0);
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_reopen(path, &opt, signer(key), &faults, &mark, &l), 0);
+        grantlog_writer_close(l);
 
         /* a commit reported as failed may still have reached the disk: records after the mark
          * continue our chain */
-        assert_int_equal(auditlog_reopen(path, &opt, key, &old, &l), 0);
-        assert_int_equal(auditlog_last_seq(l), 5);
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_reopen(path, &opt, signer(key), &faults, &old, &l), 0);
+        assert_int_equal(grantlog_writer_last_seq(l), 5);
+        grantlog_writer_close(l);
 
         /* another file in its place, even a copy of ours, an older one, or another broker's
          * log with more records: refused before a byte is written */
@@ -762,7 +789,7 @@ static void test_reopen_after_a_failure(void **state)
         assert_int_equal(rename(path, keep), 0);
         l = open_log(&opt, theirs); /* a log of another broker at the path */
         assert_int_equal(append(l, 20, "grant", t, false, t), 0);
-        auditlog_close(l);
+        grantlog_writer_close(l);
         assert_int_equal(rename(path, other), 0);
         assert_int_equal(rename(keep, path), 0);
         signing_key_unref(theirs);
@@ -773,66 +800,68 @@ static void test_reopen_after_a_failure(void **state)
                 spit(keep, ours);
                 assert_int_equal(rename(impostors[i], path), 0);
                 before = slurp(path);
-                l = (AuditLog *) 0x1;
-                assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ESTALE);
-                assert_ptr_equal(l, (AuditLog *) 0x1);
+                l = (GrantlogWriter *) 0x1;
+                assert_int_equal(
+                    grantlog_writer_reopen(path, &opt, signer(key), &faults, &mark, &l), -ESTALE);
+                assert_ptr_equal(l, (GrantlogWriter *) 0x1);
                 Bytes after = slurp(path);
                 assert_int_equal(after.n, before.n);
                 assert_memory_equal(after.p, before.p, before.n);
 
                 /* the same bytes as ours under another inode: still not the file we wrote */
                 spit(path, ours);
-                assert_int_equal(auditlog_reopen(path, &opt, key, &mark, &l), -ESTALE);
+                assert_int_equal(
+                    grantlog_writer_reopen(path, &opt, signer(key), &faults, &mark, &l), -ESTALE);
                 free(ours.p);
                 free(before.p);
                 free(after.p);
         }
 
         /* the same file, cut behind the mark */
-        AuditLogMark now_mark;
+        GrantlogMark now_mark;
         l = open_log(&opt, key); /* a new file at the path: take its mark */
         assert_int_equal(append(l, 3, "grant", t, false, t), 0);
-        auditlog_mark(l, &now_mark);
-        auditlog_close(l);
+        grantlog_writer_mark(l, &now_mark);
+        grantlog_writer_close(l);
         exec_sql("DELETE FROM records WHERE seq = (SELECT MAX(seq) FROM records)");
         capture_begin();
-        l = (AuditLog *) 0x1;
-        int r = auditlog_reopen(path, &opt, key, &now_mark, &l);
+        l = (GrantlogWriter *) 0x1;
+        int r = grantlog_writer_reopen(path, &opt, signer(key), &faults, &now_mark, &l);
         free(capture_end());
         assert_int_equal(r, -EBADMSG);
 }
 
 static void test_file_replaced(void **state)
 {
-        AuditLogOptions opt = options(1000, YEAR_MS, 0);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, YEAR_MS, 0);
+        GrantlogWriter *l = open_log(&opt, key);
         char moved[160], copy[160];
 
         snprintf(moved, sizeof(moved), "%s/moved.db", dir);
         snprintf(copy, sizeof(copy), "%s/copy.db", dir);
-        assert_false(auditlog_file_replaced(l));
+        assert_false(grantlog_writer_file_replaced(l));
         assert_int_equal(rename(path, moved), 0);
-        assert_true(auditlog_file_replaced(l)); /* gone */
+        assert_true(grantlog_writer_file_replaced(l)); /* gone */
         assert_int_equal(rename(moved, path), 0);
-        assert_false(auditlog_file_replaced(l)); /* back: the same inode */
+        assert_false(grantlog_writer_file_replaced(l)); /* back: the same inode */
 
         Bytes b = slurp(path);
         spit(copy, b);
         free(b.p);
         assert_int_equal(rename(copy, path), 0);
-        assert_true(auditlog_file_replaced(l)); /* the same bytes, another file */
-        auditlog_close(l);
+        assert_true(grantlog_writer_file_replaced(l)); /* the same bytes, another file */
+        grantlog_writer_close(l);
 }
 
 /* ---- retention ---------------------------------------------------------------------------- */
 
 static void test_prune_in_chunks_with_a_signed_anchor(void **state)
 {
-        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        GrantlogWriter *l = open_log(&opt, key);
         Row first = row(1);
         int64_t t0 = first.time_ms, old = t0 + 1000, young = t0 + 2 * DAY_MS, now = young + 1;
-        char hash[4][AUDIT_HASH_HEX], prev[AUDIT_HASH_HEX];
+        char hash[4][GRANTLOG_HASH_HEX], prev[GRANTLOG_HASH_HEX];
         const int64_t through[4] = {0, 10000, 20000, 25001};
         bool more = true;
 
@@ -841,18 +870,18 @@ static void test_prune_in_chunks_with_a_signed_anchor(void **state)
         for (int i = 0; i < 25; i++)
                 assert_int_equal(append(l, 1000, "grant", old, false, old), 0);
         assert_int_equal(append(l, 3, "grant", young, false, young), 0);
-        assert_int_equal(auditlog_last_seq(l), 25004);
+        assert_int_equal(grantlog_writer_last_seq(l), 25004);
         for (int i = 1; i < 4; i++) {
                 Row r = row(through[i]);
-                memcpy(hash[i], r.hash, AUDIT_HASH_HEX);
+                memcpy(hash[i], r.hash, GRANTLOG_HASH_HEX);
                 row_done(&r);
         }
 
         for (int i = 1; i < 4; i++) {
-                snprintf(prev, sizeof(prev), "%s", auditlog_last_hash(l));
+                snprintf(prev, sizeof(prev), "%s", grantlog_writer_last_hash(l));
                 int64_t pruned_seq = 25004 + i;
 
-                assert_int_equal(auditlog_prune(l, now, &more), 0);
+                assert_int_equal(grantlog_writer_prune(l, now, &more), 0);
                 assert_int_equal(more, i < 3); /* at most 10000 per call */
                 assert_int_equal(query("SELECT MIN(seq) FROM records"), through[i] + 1);
 
@@ -876,46 +905,46 @@ static void test_prune_in_chunks_with_a_signed_anchor(void **state)
         }
 
         /* nothing more is old enough: no change, no record */
-        assert_int_equal(auditlog_prune(l, now, &more), 0);
+        assert_int_equal(grantlog_writer_prune(l, now, &more), 0);
         assert_false(more);
-        assert_int_equal(auditlog_last_seq(l), 25007);
+        assert_int_equal(grantlog_writer_last_seq(l), 25007);
         assert_int_equal(n_rows(), 3 + 3);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 
         /* The pruned log reopens and goes on. Its audit_key record was pruned (the anchor
          * names the key), so the reopen names the key in the chain again, once. */
         l = open_log(&opt, key);
-        assert_int_equal(auditlog_last_seq(l), 25008);
+        assert_int_equal(grantlog_writer_last_seq(l), 25008);
         Row named = row(25008);
         assert_string_equal(named.event, "audit_key");
         assert_string_equal(str(named.body, "key_id"), key->kid);
         row_done(&named);
         assert_int_equal(append(l, 1, "grant", now, false, now), 0);
         assert_int_equal(assert_log(public_key(key)), 25009);
-        auditlog_close(l);
+        grantlog_writer_close(l);
         l = open_log(&opt, key);
-        assert_int_equal(auditlog_last_seq(l), 25009);
-        auditlog_close(l);
+        assert_int_equal(grantlog_writer_last_seq(l), 25009);
+        grantlog_writer_close(l);
 
         /* no retention: never pruned */
-        AuditLogOptions keep = options(1000000, YEAR_MS, 0);
+        GrantlogOptions keep = options(1000000, YEAR_MS, 0);
         l = open_log(&keep, key);
-        assert_int_equal(auditlog_prune(l, now + 100 * YEAR_MS, &more), 0);
+        assert_int_equal(grantlog_writer_prune(l, now + 100 * YEAR_MS, &more), 0);
         assert_false(more);
         assert_int_equal(n_rows(), 8);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 static void test_prune_keeps_the_newest_record(void **state)
 {
-        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms() + 1000, later = t + 10 * DAY_MS;
         bool more = true;
 
         assert_int_equal(append(l, 5, "grant", t, false, t), 0); /* seq 2..6, all old later */
         Row newest = row(6);
-        assert_int_equal(auditlog_prune(l, later, &more), 0);
+        assert_int_equal(grantlog_writer_prune(l, later, &more), 0);
         assert_false(more);
         assert_int_equal(signed_row("anchor").seq, 5);
         Row kept = row(6);
@@ -928,7 +957,7 @@ static void test_prune_keeps_the_newest_record(void **state)
         row_done(&newest);
         row_done(&kept);
         row_done(&pruned);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 /* After the wall clock jumped back (a boot before NTP), a record stamped in the past follows
@@ -936,8 +965,8 @@ static void test_prune_keeps_the_newest_record(void **state)
  * stay, and so does the back-dated record after them. */
 static void test_prune_stops_at_the_first_record_inside_the_retention(void **state)
 {
-        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms() + 1000, later = t + 5 * DAY_MS + 3600 * 1000;
         bool more = true;
 
@@ -945,7 +974,7 @@ static void test_prune_stops_at_the_first_record_inside_the_retention(void **sta
         assert_int_equal(append(l, 2, "grant", t + 5 * DAY_MS, false, t), 0);        /* 5..6 */
         assert_int_equal(append(l, 1, "started", t - 100 * DAY_MS, false, t), 0);    /* 7 */
         assert_int_equal(append(l, 1, "grant", t + 5 * DAY_MS + 1000, false, t), 0); /* 8 */
-        assert_int_equal(auditlog_prune(l, later, &more), 0);
+        assert_int_equal(grantlog_writer_prune(l, later, &more), 0);
         assert_false(more);
         assert_int_equal(signed_row("anchor").seq, 4);
         for (int64_t seq = 5; seq <= 8; seq++) {
@@ -959,9 +988,9 @@ static void test_prune_stops_at_the_first_record_inside_the_retention(void **sta
         row_done(&pruned);
         assert_int_equal(n_rows(), 5);
         /* nothing more goes until seq 5 is older than the retention */
-        assert_int_equal(auditlog_prune(l, later + 1000, &more), 0);
+        assert_int_equal(grantlog_writer_prune(l, later + 1000, &more), 0);
         assert_int_equal(n_rows(), 5);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 /* A stretch someone rewrote (here: one record edited and re-hashed, as an attacker backdating
@@ -969,8 +998,8 @@ static void test_prune_stops_at_the_first_record_inside_the_retention(void **sta
  * forgery and erase its traces. */
 static void test_prune_refuses_a_stretch_that_does_not_verify(void **state)
 {
-        AuditLogOptions opt = options(1000000, YEAR_MS, DAY_MS);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000000, YEAR_MS, DAY_MS);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms() + 1000, later = t + 10 * DAY_MS;
         bool more = true;
         sqlite3 *db = NULL;
@@ -985,15 +1014,15 @@ static void test_prune_refuses_a_stretch_that_does_not_verify(void **state)
                                       NULL, NULL, NULL),
                          SQLITE_OK);
         Row edited = row(3);
-        char h[AUDIT_HASH_HEX];
-        audit_hash_hex(edited.text, strlen(edited.text), h);
+        char h[GRANTLOG_HASH_HEX];
+        grantlog_hash_hex(edited.text, strlen(edited.text), h);
         char *sql = sqlite3_mprintf("UPDATE records SET hash = %Q WHERE seq = 3", h);
         assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
         sqlite3_free(sql);
         sqlite3_close(db);
 
         capture_begin();
-        int r = auditlog_prune(l, later, &more);
+        int r = grantlog_writer_prune(l, later, &more);
         _cleanup_free_ char *log = capture_end();
         assert_int_equal(r, -EBADMSG);
         assert_false(more);
@@ -1002,7 +1031,7 @@ static void test_prune_refuses_a_stretch_that_does_not_verify(void **state)
         assert_false(signed_row("anchor").present);
         row_done(&before);
         row_done(&edited);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 }
 
 /* ---- a write that fails ------------------------------------------------------------------- */
@@ -1031,20 +1060,20 @@ static char *writes_work(void)
 
 typedef struct Snapshot {
         uint64_t seq;
-        char hash[AUDIT_HASH_HEX];
+        char hash[GRANTLOG_HASH_HEX];
         int64_t rows, deadline;
         Signed head, anchor;
 } Snapshot;
 
-static Snapshot snapshot(AuditLog *l)
+static Snapshot snapshot(GrantlogWriter *l)
 {
-        Snapshot s = {.seq = auditlog_last_seq(l),
+        Snapshot s = {.seq = grantlog_writer_last_seq(l),
                       .rows = n_rows(),
-                      .deadline = auditlog_checkpoint_deadline(l),
+                      .deadline = grantlog_writer_checkpoint_deadline(l),
                       .head = signed_row("head"),
                       .anchor = signed_row("anchor")};
 
-        snprintf(s.hash, sizeof(s.hash), "%s", auditlog_last_hash(l));
+        snprintf(s.hash, sizeof(s.hash), "%s", grantlog_writer_last_hash(l));
         return s;
 }
 
@@ -1057,7 +1086,7 @@ static void assert_same_signed(const Signed *a, const Signed *b)
         assert_string_equal(a->sig, b->sig);
 }
 
-static void assert_unchanged(AuditLog *l, const Snapshot *s)
+static void assert_unchanged(GrantlogWriter *l, const Snapshot *s)
 {
         Snapshot now = snapshot(l);
 
@@ -1072,8 +1101,8 @@ static void assert_unchanged(AuditLog *l, const Snapshot *s)
 
 static void test_failed_writes_change_nothing(void **state)
 {
-        AuditLogOptions opt = options(1000, 10000, DAY_MS);
-        AuditLog *l = open_log(&opt, key);
+        GrantlogOptions opt = options(1000, 10000, DAY_MS);
+        GrantlogWriter *l = open_log(&opt, key);
         int64_t t = now_unix_ms() + 1000;
         bool more = false;
         Snapshot s;
@@ -1109,7 +1138,7 @@ static void test_failed_writes_change_nothing(void **state)
 
         /* pruning: the anchor does not move, nothing is deleted */
         writes_fail();
-        r = auditlog_prune(l, t + 2 * DAY_MS, &more);
+        r = grantlog_writer_prune(l, t + 2 * DAY_MS, &more);
         free(writes_work());
         assert_true(r < 0);
         assert_unchanged(l, &s);
@@ -1119,13 +1148,13 @@ static void test_failed_writes_change_nothing(void **state)
         Row next = assert_record((int64_t) s.seq + 1, s.hash);
         row_done(&next);
         assert_int_equal(assert_log(public_key(key)), (int64_t) s.seq + 2);
-        auditlog_close(l);
+        grantlog_writer_close(l);
 
         /* and what is on disk is exactly what committed */
         l = open_log(&opt, key);
-        assert_int_equal(auditlog_last_seq(l), s.seq + 2);
+        assert_int_equal(grantlog_writer_last_seq(l), s.seq + 2);
         assert_int_equal(n_rows(), s.rows + 2);
-        auditlog_close(l);
+        grantlog_writer_close(l);
         signal(SIGXFSZ, SIG_DFL);
 }
 

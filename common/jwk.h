@@ -1,4 +1,5 @@
-/* RFC 7638 JWK thumbprints: the kid of every signing key. */
+/* RFC 7638 JWK thumbprints: the kid of every signing key and of the audit key, which the grant
+ * log's verifier recomputes to match a key id to a public key. */
 #pragma once
 
 #include <jansson.h>

@@ -1,0 +1,145 @@
+/* Workload socket ops: ping, jwks, whoami, token. A token request is handed to the issuance
+ * service; the answer comes back through its callback. */
+#include "daemon/server-private.h"
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+#include "policy/policy.h"
+
+static json_t *token_response(const IssueResult *r, json_t *id)
+{
+        json_t *resp;
+
+        switch (r->status) {
+        case ISSUE_GRANTED:
+                resp = response_new_ok(id);
+                if (resp &&
+                    (json_object_set_new(resp, "token", json_string(r->token)) < 0 ||
+                     json_object_set_new(resp, "expires_at", json_integer(r->expires_at)) < 0 ||
+                     json_object_set_new(resp, "kid", json_string(r->kid)) < 0 ||
+                     json_object_set_new(resp, "jti", json_string(r->jti)) < 0)) {
+                        json_decref(resp);
+                        return NULL;
+                }
+                return resp;
+        case ISSUE_DENIED:
+                return response_new_error(BROKER_ERR_DENIED, r->message, id);
+        case ISSUE_UNAVAILABLE:
+                return response_new_error(BROKER_ERR_UNAVAILABLE, r->message, id);
+        case ISSUE_INTERNAL:
+        default:
+                return response_new_error(BROKER_ERR_INTERNAL, r->message, id);
+        }
+}
+
+typedef struct Pending {
+        Conn *conn;
+        json_t *id;
+} Pending;
+
+static void token_done(const IssueResult *r, void *userdata)
+{
+        Pending *p = userdata;
+
+        conn_reply_async(p->conn, token_response(r, p->id));
+        json_decref(p->id);
+        free(p);
+}
+
+static void handle_token(Server *s, Conn *c, const Request *req)
+{
+        TokenRequest tr = {.audience = req->audience,
+                           .scopes = req->scopes,
+                           .n_scopes = req->n_scopes,
+                           .has_ttl = req->has_ttl,
+                           .ttl = req->ttl,
+                           .owner = req->root};
+        Pending *p = malloc(sizeof(Pending));
+        int r;
+
+        if (!p) {
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
+                return;
+        }
+        *p = (Pending){.conn = c, .id = json_incref(req->id)};
+        r = issuance_token(s->issuance, conn_caller(c), &tr, token_done, p);
+        if (r >= 0) {
+                /* The callback runs from the mailbox, on this thread, after this returns. */
+                conn_begin_async(c);
+                return;
+        }
+        json_decref(p->id);
+        free(p);
+        if (r == -EAGAIN)
+                conn_reply(c, response_new_error(BROKER_ERR_RATE_LIMITED,
+                                                 "too many token requests from this caller; "
+                                                 "slow down and retry",
+                                                 req->id));
+        else if (r == -ESHUTDOWN)
+                conn_reply(c, response_new_error(BROKER_ERR_UNAVAILABLE,
+                                                 "the broker is stopping; retry later", req->id));
+        else
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
+}
+
+static void handle_whoami(Server *s, Conn *c, const Request *req)
+{
+        _cleanup_(json_decrefp) json_t *who = NULL;
+        Caller *caller = conn_caller(c);
+        GrantlogPeer peer;
+        const Rule *rule;
+        json_t *resp;
+
+        if (caller_check(caller) < 0) {
+                conn_reply(
+                    c, response_new_error(BROKER_ERR_DENIED, caller_unconfirmed_message, req->id));
+                return;
+        }
+        identity_peer(&caller->id, &peer);
+        who = grantlog_peer_new(&peer, true);
+        resp = response_new_ok(req->id);
+        if (!who || !resp || json_object_update(resp, who) < 0) {
+                json_decref(resp);
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
+                return;
+        }
+        /* Only the caller's own deciding rule: never anything about other rules. */
+        rule = policy_find_rule(s->config, &caller->id);
+        json_object_set_new(resp, "rule", rule ? json_string(rule->name) : json_null());
+        conn_reply(c, resp);
+}
+
+static void handle_jwks(Server *s, Conn *c, const Request *req)
+{
+        _cleanup_(json_decrefp) json_t *jwks = keyservice_jwks(s->keys);
+        json_t *resp = response_new_ok(req->id);
+
+        if (!jwks || !resp || json_object_update(resp, jwks) < 0) {
+                json_decref(resp);
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
+                return;
+        }
+        conn_reply(c, resp);
+}
+
+void workload_handle(Conn *c, const Request *req, void *userdata)
+{
+        Server *s = userdata;
+
+        switch (req->op) {
+        case OP_PING:
+                conn_reply(c, response_new_ok(req->id));
+                break;
+        case OP_TOKEN:
+                handle_token(s, c, req);
+                break;
+        case OP_WHOAMI:
+                handle_whoami(s, c, req);
+                break;
+        case OP_JWKS:
+                handle_jwks(s, c, req);
+                break;
+        default: /* request_parse() only lets workload ops through */
+                conn_reply(c, response_new_error(BROKER_ERR_BAD_REQUEST, "unknown op", req->id));
+        }
+}

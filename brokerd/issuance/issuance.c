@@ -1,0 +1,253 @@
+#include "issuance/issuance.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "grantlog/record.h"
+#include "issuance/ratelimit.h"
+#include "keys/jwt.h"
+#include "log.h"
+#include "macro.h"
+#include "policy/policy.h"
+#include "timeutil.h"
+
+struct Issuance {
+        IssuanceDeps deps;
+        Config *config;
+        RateLimiter *rate;
+        IssuanceStats stats; /* event loop only */
+};
+
+/* One token request, from its rate-limit check to its answer. Everything it reads it holds a
+ * reference to (the config, the caller, the parsed request), so a reload, a key rotation or a
+ * closed connection meanwhile changes nothing for it. */
+typedef struct TokenJob {
+        WorkerJob work;   /* on a worker: decide, mint, record */
+        MailboxMsg reply; /* on the loop: answer */
+        Issuance *svc;
+        Config *config;
+        Caller *caller;
+        TokenRequest req;
+        int64_t time_ms;
+        issue_done_t done;
+        void *userdata;
+
+        IssueStatus status;
+        char message[512];
+        SigningKey *key;
+        MintedToken minted;
+        const char *scopes[]; /* req.scopes: the request's array is the caller's */
+} TokenJob;
+
+static void job_free(TokenJob *j)
+{
+        minted_token_done(&j->minted); /* wipes the token */
+        if (j->key)
+                signing_key_unref(j->key);
+        json_decref(j->req.owner);
+        caller_unref(j->caller);
+        config_unref(j->config);
+        free(j);
+}
+
+/* On the loop. */
+static void job_answer(MailboxMsg *m)
+{
+        TokenJob *j = (TokenJob *) ((char *) m - offsetof(TokenJob, reply));
+        Issuance *s = j->svc;
+        IssueResult r = {.status = j->status, .message = j->message};
+
+        s->stats.in_flight--;
+        if (j->status == ISSUE_GRANTED) {
+                s->stats.grants++;
+                r.token = j->minted.token;
+                r.expires_at = j->minted.exp;
+                r.kid = j->key->kid;
+                r.jti = j->minted.jti;
+        } else if (j->status == ISSUE_DENIED)
+                s->stats.denials++;
+        j->done(&r, j->userdata);
+        job_free(j);
+}
+
+static void job_post(TokenJob *j, IssueStatus status, const char *message)
+{
+        j->status = status;
+        if (message)
+                snprintf(j->message, sizeof(j->message), "%s", message);
+        mailbox_post(j->svc->deps.mailbox, &j->reply);
+}
+
+/* On the grant log's writer thread, once the record is durable (or not). */
+static void job_committed(int result, void *userdata)
+{
+        TokenJob *j = userdata;
+
+        if (result < 0) {
+                /* No token leaves without its record: the caller learns the broker is
+                 * unavailable, and the token is wiped unseen. */
+                job_post(j, ISSUE_UNAVAILABLE,
+                         "the decision could not be recorded in the audit log, so no token was "
+                         "issued; retry later");
+                return;
+        }
+        mailbox_post(j->svc->deps.mailbox, &j->reply);
+}
+
+static void job_internal(TokenJob *j, int r, const char *what)
+{
+        log_error_errno(r, "%s: %m", what);
+        job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
+}
+
+/* On a worker: decide, mint, build the record, hand it to the grant log. */
+static void job_run(WorkerJob *w)
+{
+        TokenJob *j = (TokenJob *) ((char *) w - offsetof(TokenJob, work));
+        const TokenRequest *req = &j->req;
+        GrantlogDecision rec = {.peer = j->caller->peer,
+                                .audience = req->audience,
+                                .scopes = req->scopes,
+                                .n_scopes = req->n_scopes};
+        json_t *record;
+        Decision d = {};
+        int r;
+
+        /* The connecting process must still be alive: if it has exited, whoever now holds the
+         * connection is not the process we identified. */
+        if (caller_check(j->caller) < 0) {
+                d.reason = DENY_IDENTITY;
+                snprintf(d.message, sizeof(d.message), "%s", caller_unconfirmed_message);
+        } else {
+                r = policy_decide(j->config, &j->caller->id, req->audience, req->scopes,
+                                  req->n_scopes, req->has_ttl, req->ttl, &d);
+                if (r < 0) {
+                        job_internal(j, r, "Cannot decide a token request");
+                        return;
+                }
+        }
+        rec.granted = d.reason == DENY_NONE;
+        rec.rule = d.rule ? d.rule->name : NULL;
+        if (rec.granted) {
+                j->key = j->svc->deps.keys.active(j->svc->deps.keys.ctx, d.rule->alg);
+                if (!j->key) {
+                        log_error("No active %s key", alg_to_string(d.rule->alg));
+                        decision_done(&d);
+                        job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
+                        return;
+                }
+                r = jwt_mint(j->key, j->config->issuer, d.subject, req->audience, req->scopes,
+                             req->n_scopes, j->time_ms / 1000, d.ttl, &j->minted);
+                if (r < 0) {
+                        decision_done(&d);
+                        job_internal(j, r, "Cannot sign token");
+                        return;
+                }
+                j->status = ISSUE_GRANTED;
+                rec.subject = d.subject;
+                rec.alg = alg_to_string(j->key->alg);
+                rec.kid = j->key->kid;
+                rec.jti = j->minted.jti;
+                rec.expires_at = j->minted.exp;
+                rec.token_sha256 = j->minted.token_sha256;
+        } else {
+                j->status = ISSUE_DENIED;
+                snprintf(j->message, sizeof(j->message), "%s", d.message);
+                rec.reason = deny_reason_to_string(d.reason);
+        }
+        record = grantlog_record_decision(&rec, j->time_ms);
+        decision_done(&d);
+        if (!record) {
+                job_internal(j, -ENOMEM, "Cannot build the grant record");
+                return;
+        }
+        /* The answer waits for the commit (job_committed). */
+        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, job_committed, j);
+        if (r == -ESHUTDOWN)
+                job_post(j, ISSUE_UNAVAILABLE, "the broker is stopping; retry later");
+        else if (r < 0)
+                job_internal(j, r, "Cannot queue the grant record");
+}
+
+int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_done_t done,
+                   void *userdata)
+{
+        const Config *cfg = s->config;
+        TokenJob *j;
+        int r;
+
+        /* Checked first: a flood must not reach a worker, the policy, the signer or the grant
+         * log. A user can make cgroups at will below their own systemd, so there the whole
+         * subtree is one identity. */
+        if (!ratelimit_take(s->rate, caller->cred.uid,
+                            caller->error == 0 && !caller->id.user_delegated ? caller->id.cgroup
+                                                                             : NULL,
+                            cfg->limits.rate, cfg->limits.burst, now_mono_usec())) {
+                s->stats.rate_limited++;
+                return -EAGAIN;
+        }
+        j = calloc(1, sizeof(TokenJob) + req->n_scopes * sizeof(char *));
+        if (!j)
+                return -ENOMEM;
+        /* the flexible array is not assigned: its pointers are copied right after */
+        *j = (TokenJob){
+            .work.run = job_run,
+            .reply.run = job_answer,
+            .svc = s,
+            .config = config_ref(s->config),
+            .caller = caller_ref(caller),
+            .req = *req,
+            .time_ms = now_unix_ms(),
+            .done = done,
+            .userdata = userdata,
+        };
+        json_incref(req->owner);
+        memcpy(j->scopes, req->scopes, req->n_scopes * sizeof(char *));
+        j->req.scopes = j->scopes;
+        r = workers_submit(s->deps.workers, &j->work);
+        if (r < 0) {
+                job_free(j);
+                return r;
+        }
+        s->stats.in_flight++;
+        return 0;
+}
+
+int issuance_new(const IssuanceDeps *deps, Config *config, Issuance **ret)
+{
+        Issuance *s = calloc(1, sizeof(Issuance));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        s->deps = *deps;
+        r = ratelimit_new(&s->rate);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        s->config = config_ref(config);
+        *ret = s;
+        return 0;
+}
+
+void issuance_free(Issuance *s)
+{
+        if (!s)
+                return;
+        ratelimit_free(s->rate);
+        config_unref(s->config);
+        free(s);
+}
+
+void issuance_set_config(Issuance *s, Config *config)
+{
+        config_ref(config);
+        config_unref(s->config);
+        s->config = config;
+}
+
+void issuance_stats(const Issuance *s, IssuanceStats *ret)
+{
+        *ret = s->stats;
+}

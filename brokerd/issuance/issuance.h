@@ -1,0 +1,89 @@
+/* Issuance: the token path as a service with no socket in it. One entry point takes the
+ * caller's identity and the request; the service owns the rate limit, the liveness check, the
+ * policy decision, the choice of key, the mint and the grant record, and reports the result
+ * through a callback once the record is durably committed (fail closed: no token leaves before
+ * its grant record is in the log; a record that cannot be written makes the answer
+ * `unavailable` and the token is wiped unseen).
+ *
+ * Threads: issuance_token() on the event loop, where the rate limit is taken first, so a flood
+ * never reaches a worker, the policy, the signer or the grant log. The rest runs on a worker;
+ * the grant log's writer commits the record; the callback runs on the loop (through the
+ * mailbox). A reload swaps the configuration; a request keeps the one it began with.
+ * A second kind of grant (an upstream exchange) plugs in beside the local mint as another job
+ * kind: the transport does not change. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "grantlog/store.h"
+#include "identity/caller.h"
+#include "keys/signer.h"
+#include "policy/config.h"
+#include "runtime/mailbox.h"
+#include "runtime/workers.h"
+
+typedef enum IssueStatus {
+        ISSUE_GRANTED,
+        ISSUE_DENIED,
+        ISSUE_UNAVAILABLE, /* the grant log could not record the decision */
+        ISSUE_INTERNAL,
+} IssueStatus;
+
+typedef struct IssueResult {
+        IssueStatus status;
+        const char *message; /* for the caller, when not granted: names only what it asked for */
+        /* when granted; the token is wiped once the callback returns */
+        const char *token;
+        int64_t expires_at;
+        const char *kid, *jti;
+} IssueResult;
+
+typedef void (*issue_done_t)(const IssueResult *r, void *userdata);
+
+typedef struct TokenRequest {
+        const char *audience;
+        const char *const *scopes;
+        size_t n_scopes;
+        bool has_ttl;
+        int64_t ttl;
+        json_t *owner; /* owns the strings above (the parsed request): referenced, not copied */
+} TokenRequest;
+
+/* Where the signing keys come from: the key service, or a test's own keys. `active` returns a
+ * new reference (or NULL) and is called from the workers. */
+typedef struct KeySource {
+        SigningKey *(*active)(void *ctx, Alg alg);
+        void *ctx;
+} KeySource;
+
+typedef struct IssuanceDeps {
+        Workers *workers;
+        Mailbox *mailbox;
+        KeySource keys;
+        GrantSink sink;
+} IssuanceDeps;
+
+typedef struct Issuance Issuance;
+
+/* `config` is referenced. */
+int issuance_new(const IssuanceDeps *deps, Config *config, Issuance **ret);
+void issuance_free(Issuance *s);
+
+/* A reload: requests from now on are decided by `config` (referenced). */
+void issuance_set_config(Issuance *s, Config *config);
+
+/* Returns 0 when the request was taken (`done` runs later, on the loop, exactly once);
+ * otherwise `done` is never called: -EAGAIN the caller is over its rate limit (slow down),
+ * -ENOMEM, -ESHUTDOWN (the daemon is stopping). */
+int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_done_t done,
+                   void *userdata);
+
+typedef struct IssuanceStats {
+        uint64_t grants, denials, rate_limited;
+        uint64_t in_flight; /* taken, not yet answered */
+} IssuanceStats;
+
+void issuance_stats(const Issuance *s, IssuanceStats *ret);

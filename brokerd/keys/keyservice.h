@@ -1,0 +1,52 @@
+/* The key service: the key store, its schedule and the published files behind one interface,
+ * so that every key change (scheduled, rotated, revoked) is audited and published by
+ * construction; nothing outside can change a key without both.
+ *
+ * The schedule runs on the event loop: a CLOCK_REALTIME timer at the next transition, plus a
+ * periodic CLOCK_BOOTTIME tick that catches wall-clock jumps the timer would not notice. Each
+ * transition becomes a lifecycle record (key_created, key_rotated, key_removed, key_revoked)
+ * in the grant log, and DIR/jwks.json and DIR/.well-known/openid-configuration are rewritten.
+ *
+ * Threads: keyservice_active() from any thread (the workers mint with it); everything else on
+ * the loop thread. Errors: -errno, logged where they happen. */
+#pragma once
+
+#include <jansson.h>
+#include <systemd/sd-event.h>
+
+#include "grantlog/store.h"
+#include "keys/keystore.h"
+
+typedef struct KeyServiceSettings {
+        KeyPolicy policy;
+        const char *issuer;            /* copied */
+        const char *publish_directory; /* copied; NULL: no files */
+} KeyServiceSettings;
+
+typedef struct KeyService KeyService;
+
+/* Takes over `store`, applies what is due now, publishes, and starts the timers. Lifecycle
+ * records go to `sink`. */
+int keyservice_new(sd_event *event, KeyStore *store, const GrantSink *sink,
+                   const KeyServiceSettings *s, KeyService **ret);
+void keyservice_free(KeyService *ks);
+
+/* New settings (a reload): the schedule runs again (rules may now need another algorithm). */
+int keyservice_update(KeyService *ks, const KeyServiceSettings *s);
+
+/* The key signing for `alg` now, with a reference taken (signing_key_unref()), or NULL. */
+SigningKey *keyservice_active(KeyService *ks, Alg alg);
+
+/* {"keys":[...]}: the JWKS relying parties see. */
+json_t *keyservice_jwks(KeyService *ks);
+/* [{kid, alg, state, created_at, ...}] for the admin. */
+json_t *keyservice_list(KeyService *ks);
+
+/* Every series now (alg < 0), or only `alg`'s: the new active key is the next key if one is
+ * published already, else one made now. *ret_rotated: [{alg, kid, retired_kid}].
+ * -ENOENT when no series of that algorithm has an active key. */
+int keyservice_rotate(KeyService *ks, int alg, json_t **ret_rotated);
+
+/* Withdraws `kid` at once and forever; an active key is replaced at once (its replacement's kid
+ * in ret_replacement, "" if none). -ENOENT unknown, -EALREADY revoked or removed already. */
+int keyservice_revoke(KeyService *ks, const char *kid, char ret_replacement[KID_LEN + 1]);

@@ -1,0 +1,57 @@
+/* The records of the grant log, built in one place: the peer object (who asked, as the kernel
+ * said), decisions (grant, deny) and lifecycle events. What a record holds is the contract of
+ * README §Audit; never a token or a secret (a grant keeps the token's SHA-256).
+ *
+ * Every string that came from the kernel or a caller is made display-safe here (text_escape),
+ * so a record is valid UTF-8 without control characters, as the canonical form needs.
+ * Functions return a new object, or NULL when out of memory. Thread-safe. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Who a request came from. Strings may be NULL (unknown); with `identified` false only uid,
+ * gid and pid are known (an admin caller, or a workload the kernel could not confirm) and the
+ * rest is recorded as null. */
+typedef struct GrantlogPeer {
+        bool identified;
+        uid_t uid;
+        gid_t gid;
+        pid_t pid;
+        const gid_t *groups; /* with_groups only */
+        size_t n_groups;
+        const char *user, *group, *exe, *cgroup, *unit, *container;
+        bool user_delegated;
+} GrantlogPeer;
+
+/* The object records hold under "peer"; with_groups adds "groups" (whoami shows them). */
+json_t *grantlog_peer_new(const GrantlogPeer *p, bool with_groups);
+
+/* {"time": RFC 3339 ms, "event": event}, and `fields` merged in (reference taken over; may be
+ * NULL): a lifecycle record (started, stopped, config_reloaded, key_*). */
+json_t *grantlog_record_new(const char *event, int64_t time_ms, json_t *fields);
+
+/* A token decision. `peer` is borrowed (it is shared by every record of a connection). */
+typedef struct GrantlogDecision {
+        bool granted;
+        json_t *peer;
+        const char *audience;
+        const char *const *scopes;
+        size_t n_scopes;
+        const char *rule;   /* NULL: no rule matched */
+        const char *reason; /* deny: why, a machine name ("no_matching_rule", ...) */
+        /* grant */
+        const char *subject, *alg, *kid, *jti, *token_sha256;
+        int64_t expires_at;
+} GrantlogDecision;
+
+json_t *grantlog_record_decision(const GrantlogDecision *d, int64_t time_ms);
+
+/* The events a log records, as --event takes them. */
+#define GRANTLOG_EVENT_NAMES                                                                       \
+        "grant, deny, started, stopped, config_reloaded, key_created, key_rotated, key_retired, "  \
+        "key_removed, key_revoked, audit_key, checkpoint, audit_pruned"
+bool grantlog_event_known(const char *event);
