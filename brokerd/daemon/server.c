@@ -211,6 +211,8 @@ int server_new(Config *config, Server **ret)
         }
         r = workers_new(0, &s->workers);
         if (r >= 0)
+                r = workers_attach_event(s->workers, s->event);
+        if (r >= 0)
                 r = issuance_new(&(IssuanceDeps){.workers = s->workers,
                                                  .mailbox = s->mailbox,
                                                  .keys = {.active = active_key, .ctx = s->keys},

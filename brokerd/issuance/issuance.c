@@ -100,10 +100,16 @@ static void job_internal(TokenJob *j, int r, const char *what)
         job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
 }
 
-/* On a worker: decide, mint, build the record, hand it to the grant log. */
-static void job_run(WorkerJob *w)
+static void sink_expect(Issuance *s, int delta)
 {
-        TokenJob *j = (TokenJob *) ((char *) w - offsetof(TokenJob, work));
+        if (s->deps.sink.expect)
+                s->deps.sink.expect(s->deps.sink.ctx, delta);
+}
+
+/* Decides, mints, builds the record and hands it to the grant log. The job may be answered and
+ * freed (on the loop) as soon as it is handed over. */
+static void job_work(TokenJob *j)
+{
         const TokenRequest *req = &j->req;
         GrantlogDecision rec = {.peer = j->caller->peer,
                                 .audience = req->audience,
@@ -169,6 +175,18 @@ static void job_run(WorkerJob *w)
                 job_internal(j, r, "Cannot queue the grant record");
 }
 
+/* On a worker. */
+static void job_run(WorkerJob *w)
+{
+        TokenJob *j = (TokenJob *) ((char *) w - offsetof(TokenJob, work));
+        Issuance *s = j->svc;
+
+        job_work(j);
+        /* Its record is with the grant log now (or will never be): a commit need not wait for
+         * it any longer. */
+        sink_expect(s, -1);
+}
+
 int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_done_t done,
                    void *userdata)
 {
@@ -204,8 +222,11 @@ int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_d
         json_incref(req->owner);
         memcpy(j->scopes, req->scopes, req->n_scopes * sizeof(char *));
         j->req.scopes = j->scopes;
+        /* The grant log's next commit may wait for this record while a worker makes it. */
+        sink_expect(s, +1);
         r = workers_submit(s->deps.workers, &j->work);
         if (r < 0) {
+                sink_expect(s, -1);
                 job_free(j);
                 return r;
         }

@@ -12,8 +12,10 @@ struct Workers {
         pthread_mutex_t lock;
         pthread_cond_t wake;
         WorkerJob *head, *tail;
-        unsigned idle; /* threads waiting for a job: no wakeup is needed while none is */
+        unsigned idle;   /* threads waiting for a job: no wakeup is needed while none is */
+        unsigned queued; /* jobs in the queue; a long queue wakes a thread at once */
         bool stop;
+        sd_event_source *post; /* attached: wakeups wait for the end of a loop iteration */
         pthread_t threads[WORKERS_MAX];
         unsigned n_threads;
 };
@@ -21,6 +23,8 @@ struct Workers {
 static void *worker_main(void *userdata)
 {
         Workers *w = userdata;
+
+        (void) pthread_setname_np(pthread_self(), "brokerd-worker");
 
         for (;;) {
                 WorkerJob *j;
@@ -36,8 +40,14 @@ static void *worker_main(void *userdata)
                         w->head = j->next;
                         if (!w->head)
                                 w->tail = NULL;
+                        w->queued--;
                 }
+                /* More waiting and a thread idle: wake it here, so the loop wakes one thread
+                 * per iteration, not one per job. */
+                bool chain = w->head && w->idle > 0;
                 pthread_mutex_unlock(&w->lock);
+                if (chain)
+                        pthread_cond_signal(&w->wake);
                 if (!j) /* stopping, and nothing left */
                         return NULL;
                 j->run(j);
@@ -86,11 +96,39 @@ int workers_submit(Workers *w, WorkerJob *job)
         else
                 w->head = job;
         w->tail = job;
-        /* A busy worker takes the next job when it is done: only an idle one needs waking. */
-        wake = w->idle > 0;
+        /* A busy worker takes the next job when it is done: only an idle one needs waking, and
+         * with a loop attached, only once the loop has queued what this iteration brings. */
+        w->queued++;
+        wake = w->idle > 0 && (!w->post || w->queued >= 2 * w->n_threads);
         pthread_mutex_unlock(&w->lock);
         if (wake)
                 pthread_cond_signal(&w->wake);
+        return 0;
+}
+
+static int on_post(sd_event_source *s, void *userdata)
+{
+        Workers *w = userdata;
+        bool wake;
+
+        pthread_mutex_lock(&w->lock);
+        wake = w->head && w->idle > 0;
+        pthread_mutex_unlock(&w->lock);
+        if (wake)
+                pthread_cond_signal(&w->wake);
+        return 0;
+}
+
+int workers_attach_event(Workers *w, sd_event *event)
+{
+        int r = sd_event_add_post(event, &w->post, on_post, w);
+
+        if (r < 0)
+                return log_error_errno(r, "Cannot attach the workers to the event loop: %m");
+        /* At the loop's normal priority: it runs after the sources that were already pending
+         * (the requests that arrived together are queued before a thread is woken for them),
+         * but before any that arrive later, so a flood of other events cannot hold it back. */
+        (void) sd_event_source_set_description(w->post, "workers-wakeup");
         return 0;
 }
 
@@ -98,6 +136,10 @@ void workers_drain(Workers *w)
 {
         if (!w)
                 return;
+        /* From here on every job wakes a thread at once: the loop no longer runs. */
+        pthread_mutex_lock(&w->lock);
+        w->post = sd_event_source_disable_unref(w->post);
+        pthread_mutex_unlock(&w->lock);
         pthread_mutex_lock(&w->lock);
         w->stop = true;
         pthread_cond_broadcast(&w->wake);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <systemd/sd-event.h>
 
 typedef struct WorkerJob WorkerJob;
 struct WorkerJob {
@@ -22,6 +23,11 @@ typedef struct Workers Workers;
 
 /* threads == 0: one per online CPU (at most WORKERS_MAX). */
 int workers_new(unsigned threads, Workers **ret);
+
+/* Jobs queued from the event loop then wake the workers once at the end of each loop iteration
+ * (an sd-event post source), not once each: a wakeup costs the loop more than queueing a job.
+ * Only the loop thread may submit once attached. */
+int workers_attach_event(Workers *w, sd_event *event);
 
 /* Queues a job. -ESHUTDOWN after workers_drain(). */
 int workers_submit(Workers *w, WorkerJob *job);

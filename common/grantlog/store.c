@@ -17,6 +17,12 @@
  * when no request comes to retry them with. */
 #define RETAINED_MAX    (BATCH_MAX / 2) /* all of them and as many requests fit in a batch */
 #define RETAIN_RETRY_MS 1000
+/* How long a commit may wait for records announced with grantlog_store_expect() (being signed
+ * by a worker right now): each commit costs an fdatasync and a head signature whatever it
+ * holds, so a batch that waits for its siblings costs each of them less. Like PostgreSQL's
+ * commit_delay with commit_siblings, it never delays a lone request: nothing else is expected
+ * then. */
+#define GROUP_WAIT_US 1000
 /* How often the checkpointer copies the WAL into the database. */
 #define WAL_CHECKPOINT_EVERY_MS 100
 /* Past this many WAL frames a checkpoint may briefly hold writers back so the WAL restarts
@@ -44,6 +50,10 @@ struct GrantlogStore {
         pthread_mutex_t lock;
         pthread_cond_t wake;
         ItemList pending; /* queued, not yet taken by the writer */
+        size_t n_pending;
+        unsigned expected;   /* records announced, not yet submitted */
+        bool writer_idle;    /* waiting for a first record: a submit wakes it */
+        bool writer_gathers; /* waiting for the expected ones: the last of them wakes it */
         bool stop;
         bool threads_started;
         pthread_t writer, checkpointer;
@@ -228,6 +238,27 @@ static int64_t writer_deadline(GrantlogStore *a)
         return d;
 }
 
+/* With the lock held and a batch to commit: while records are announced and the batch is not
+ * full, wait (a little) for them. */
+static void gather(GrantlogStore *a)
+{
+        struct timespec until;
+
+        if (a->expected == 0 || a->stop || a->n_pending >= BATCH_MAX)
+                return;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += GROUP_WAIT_US * 1000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        a->writer_gathers = true;
+        while (a->expected > 0 && !a->stop && a->n_pending < BATCH_MAX &&
+               pthread_cond_timedwait(&a->wake, &a->lock, &until) == 0)
+                ;
+        a->writer_gathers = false;
+}
+
 static void wait_until(GrantlogStore *a, int64_t deadline_ms)
 {
         if (deadline_ms == INT64_MAX) {
@@ -243,14 +274,21 @@ static void *writer_main(void *userdata)
 {
         GrantlogStore *a = userdata;
 
+        (void) pthread_setname_np(pthread_self(), "grantlog-writer");
+
         for (;;) {
                 int64_t deadline = writer_deadline(a);
                 ItemList batch;
                 bool stopping;
 
                 pthread_mutex_lock(&a->lock);
-                if (!a->pending.head && !a->stop && now_unix_ms() < deadline)
+                if (!a->pending.head && !a->stop && now_unix_ms() < deadline) {
+                        a->writer_idle = true;
                         wait_until(a, deadline);
+                        a->writer_idle = false;
+                }
+                if (a->pending.head)
+                        gather(a);
                 /* Kept lifecycle records go first, all of them (RETAINED_MAX leaves room for
                  * requests), with the next request or when retried. */
                 if (a->retained.head &&
@@ -260,6 +298,7 @@ static void *writer_main(void *userdata)
                 } else
                         batch = (ItemList){};
                 ItemList fresh = take_items(&a->pending, BATCH_MAX - list_length(&batch));
+                a->n_pending -= list_length(&fresh);
                 list_concat(&batch, &fresh);
                 stopping = a->stop && !a->pending.head && !a->retained.head;
                 pthread_mutex_unlock(&a->lock);
@@ -323,6 +362,8 @@ static void *writer_main(void *userdata)
 static void *checkpointer_main(void *userdata)
 {
         GrantlogStore *a = userdata;
+
+        (void) pthread_setname_np(pthread_self(), "grantlog-ckpt");
         sqlite3 *db = NULL;
 
         for (;;) {
@@ -433,9 +474,26 @@ int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, gra
                 return -ESHUTDOWN;
         }
         list_append(&a->pending, i);
-        pthread_cond_signal(&a->wake);
+        a->n_pending++;
+        /* A gathering writer is woken by the last expected record (grantlog_store_expect()),
+         * or by a full batch. */
+        bool wake = a->writer_idle || (a->writer_gathers && a->n_pending >= BATCH_MAX);
         pthread_mutex_unlock(&a->lock);
+        if (wake)
+                pthread_cond_signal(&a->wake);
         return 0;
+}
+
+void grantlog_store_expect(GrantlogStore *a, int delta)
+{
+        bool wake;
+
+        pthread_mutex_lock(&a->lock);
+        a->expected = (unsigned) ((int) a->expected + delta);
+        wake = a->writer_gathers && a->expected == 0;
+        pthread_mutex_unlock(&a->lock);
+        if (wake)
+                pthread_cond_signal(&a->wake);
 }
 
 void grantlog_store_drain(GrantlogStore *a)
@@ -469,9 +527,14 @@ static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done
         return grantlog_store_submit(ctx, record, time_ms, done, userdata);
 }
 
+static void sink_expect(void *ctx, int delta)
+{
+        grantlog_store_expect(ctx, delta);
+}
+
 GrantSink grantlog_store_sink(GrantlogStore *a)
 {
-        return (GrantSink){.submit = sink_submit, .ctx = a};
+        return (GrantSink){.submit = sink_submit, .expect = sink_expect, .ctx = a};
 }
 
 bool grantlog_store_healthy(GrantlogStore *a)

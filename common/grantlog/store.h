@@ -28,6 +28,7 @@ typedef void (*grantlog_done_t)(int result, void *userdata);
 typedef struct GrantSink {
         int (*submit)(void *ctx, json_t *record, int64_t time_ms, grantlog_done_t done,
                       void *userdata);
+        void (*expect)(void *ctx, int delta); /* grantlog_store_expect(); may be NULL */
         void *ctx;
 } GrantSink;
 
@@ -43,6 +44,11 @@ int grantlog_store_open(const char *path, const GrantlogOptions *opt, const Gran
  * record) or -ESHUTDOWN only; write failures are reported through `done`. */
 int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, grantlog_done_t done,
                           void *userdata);
+
+/* Announces records that are on their way (+1 each) or no longer (-1, after submitting them
+ * or giving up): while some are announced, a commit waits a little for them, so concurrent
+ * requests share one commit (group commit with siblings). Thread-safe. */
+void grantlog_store_expect(GrantlogStore *a, int delta);
 
 /* The store as a sink. */
 GrantSink grantlog_store_sink(GrantlogStore *a);
