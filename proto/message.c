@@ -464,31 +464,37 @@ json_t *response_new_error(BrokerErrorCode code, const char *message, json_t *id
 
 int message_encode_frame(json_t *msg, char **ret, size_t *ret_len)
 {
-        _cleanup_free_ char *buf = NULL;
+        /* Dumped once into this thread's scratch buffer, then copied into a frame of exactly its
+         * size: dumping twice (measure, then write) doubled the cost of every answer, and a
+         * growing buffer would leave copies of a token behind in freed memory. The scratch is
+         * wiped after each use. */
+        static _Thread_local char *scratch;
         size_t n;
+        char *buf;
 
         if (!json_is_object(msg) || !ret || !ret_len)
                 return -EINVAL;
-
-        /* Measured first, then written into a buffer of exactly that size: no realloc that
-         * would leave copies of a token behind in freed memory, and nothing allocated for a
-         * message that would not fit anyway. */
-        n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
+        if (!scratch) {
+                scratch = malloc(FRAME_MAX);
+                if (!scratch)
+                        return -ENOMEM;
+        }
+        n = json_dumpb(msg, scratch, FRAME_MAX, JSON_COMPACT);
         if (n == 0)
                 return -EINVAL;
-        if (n > FRAME_MAX)
+        if (n > FRAME_MAX) { /* json_dumpb says how much it would have needed */
+                explicit_bzero(scratch, FRAME_MAX);
                 return -EMSGSIZE;
-
+        }
         buf = malloc(FRAME_HEADER_SIZE + n);
+        if (buf) {
+                frame_put_header((uint8_t *) buf, (uint32_t) n);
+                memcpy(buf + FRAME_HEADER_SIZE, scratch, n);
+        }
+        explicit_bzero(scratch, n);
         if (!buf)
                 return -ENOMEM;
-        if (json_dumpb(msg, buf + FRAME_HEADER_SIZE, n, JSON_COMPACT) != n) {
-                explicit_bzero(buf, FRAME_HEADER_SIZE + n);
-                return -EIO; /* msg changed under us */
-        }
-        frame_put_header((uint8_t *) buf, (uint32_t) n);
-
-        *ret = TAKE_PTR(buf);
+        *ret = buf;
         *ret_len = FRAME_HEADER_SIZE + n;
         return 0;
 }
