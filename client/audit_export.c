@@ -69,11 +69,19 @@ int audit_export(const AuditToolArgs *a)
         char err[1024];
         int r;
 
+        if (a->file || a->n_pins > 0 || a->allow_empty) {
+                fprintf(stderr, "brokerctl: %s applies to audit verify, not export%s\n",
+                        a->file         ? "--file"
+                        : a->n_pins > 0 ? "--audit-key"
+                                        : "--allow-empty",
+                        a->file ? " (write the export to a file with --output FILE)" : "");
+                return EXIT_USAGE;
+        }
         if (!a->database) {
                 fprintf(stderr, "brokerctl: audit export needs --database PATH\n");
                 return EXIT_USAGE;
         }
-        r = grantlog_format_from_string(a->format);
+        r = grantlog_format_from_string(a->format ?: "jsonl");
         if (r < 0) {
                 fprintf(stderr, "brokerctl: --format must be jsonl, csv or ocsf, got \"%s\"\n",
                         a->format);

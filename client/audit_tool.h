@@ -1,6 +1,8 @@
 /* brokerctl audit export / verify: the command-line side of the grant-log library
  * (common/grantlog/): options checked and turned into the library's, its reports printed, its
- * results mapped to brokerctl's exit codes. Both return an exit code. */
+ * results mapped to brokerctl's exit codes. Both return an exit code, and both refuse an option
+ * of the other command as a usage error rather than ignore it: a verify given --since would
+ * check the whole log, not the window its caller meant. */
 #pragma once
 
 #include <stdbool.h>
@@ -17,7 +19,7 @@ typedef struct AuditToolArgs {
         const char *since, *until; /* RFC 3339 or YYYY-MM-DD; since inclusive, until exclusive */
         const char *events[GRANTLOG_EVENTS_MAX]; /* export: --event, repeated or comma-separated */
         size_t n_events;
-        const char *format;               /* jsonl | csv | ocsf */
+        const char *format;               /* jsonl | csv | ocsf; NULL: not given (jsonl) */
         const char *output;               /* NULL: stdout */
         const char *pins[AUDIT_PINS_MAX]; /* verify: audit keys vouched for (public key or id) */
         size_t n_pins;

@@ -27,6 +27,19 @@ int audit_verify(const AuditToolArgs *a)
         const char *what = a->database ?: a->file;
         GrantlogReport r;
 
+        if (a->since || a->until || a->n_events > 0 || a->format || a->output) {
+                fprintf(stderr,
+                        "brokerctl: %s applies to audit export, not verify: verify checks a "
+                        "whole database or export file. To verify a time window, export it "
+                        "(audit export --since/--until) and verify that file with --audit-key "
+                        "and the audit.public_key 'brokerctl status' prints\n",
+                        a->since    ? "--since"
+                        : a->until  ? "--until"
+                        : a->format ? "--format"
+                        : a->output ? "--output"
+                                    : "--event");
+                return EXIT_USAGE;
+        }
         if (!!a->database == !!a->file) {
                 fprintf(stderr, "brokerctl: audit verify needs --database PATH or --file PATH\n");
                 return EXIT_USAGE;
@@ -63,8 +76,12 @@ int audit_verify(const AuditToolArgs *a)
                 return EXIT_OTHER;
         case GRANTLOG_KEY_MISMATCH:
         case GRANTLOG_TAMPERED:
-                fprintf(stderr, "brokerctl: %s: seq %llu: %s\n", what,
-                        (unsigned long long) r.problem_seq, r.why);
+        case GRANTLOG_DAMAGED: /* its why names the seq */
+                if (r.problem_seq > 0 && r.verdict != GRANTLOG_DAMAGED)
+                        fprintf(stderr, "brokerctl: %s: seq %llu: %s\n", what,
+                                (unsigned long long) r.problem_seq, r.why);
+                else
+                        fprintf(stderr, "brokerctl: %s: %s\n", what, r.why);
                 return EXIT_OTHER;
         }
 

@@ -282,7 +282,7 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
 
 int main(int argc, char **argv)
 {
-        Args a = {.audit = {.format = "jsonl"}};
+        Args a = {};
         int r;
         /* Nothing here reads SQLite's memory statistics; keeping them costs a global mutex
          * per allocation, which the verify threads would contend on. */

@@ -116,7 +116,7 @@ static int sign_with_audit_key(void *ctx, const void *msg, size_t len, unsigned 
         return 0;
 }
 
-static int open_grant_log(Server *s)
+static int open_grant_log(Server *s, bool new_audit_key)
 {
         const Config *c = s->config;
         GrantlogSigner signer = {.sign = sign_with_audit_key, .ctx = s->audit_key};
@@ -129,6 +129,7 @@ static int open_grant_log(Server *s)
                                        .checkpoint_every = c->audit_checkpoint_every,
                                        .checkpoint_interval_ms = c->audit_checkpoint_interval_ms,
                                        .retention_ms = c->audit_retention_ms,
+                                       .new_audit_key = new_audit_key,
                                    },
                                    &signer, &s->log);
 }
@@ -191,7 +192,7 @@ int server_new(Config *config, Server **ret)
         if (r >= 0)
                 r = keystore_audit_key(store, now_unix_sec(), &s->audit_key, &audit_key_created);
         if (r >= 0)
-                r = open_grant_log(s);
+                r = open_grant_log(s, audit_key_created);
         if (r < 0) {
                 keystore_close(store);
                 goto fail;

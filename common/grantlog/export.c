@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "grantlog/format.h"
+#include "grantlog/reader.h"
 #include "grantlog/schema.h"
 #include "json-util.h"
 #include "macro.h"
@@ -392,7 +393,7 @@ static int snapshot_matches(const Export *x, Reader *r, char *err, size_t err_si
         sqlite3_stmt *st = NULL;
         int ret = -ESTALE;
 
-        if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        if (grantlog_reader_snapshot(r->db) < 0 ||
             sqlite3_prepare_v2(r->db, "SELECT MIN(seq) FROM records", -1, &st, NULL) != SQLITE_OK) {
                 snprintf(err, err_size, "reading %s failed: %s", r->database,
                          sqlite3_errmsg(r->db));
@@ -560,7 +561,7 @@ int grantlog_export(const GrantlogExportOptions *o, char *err, size_t errlen)
         ret = reader_open(&r, o, x.sql, events, err, errlen);
         /* One snapshot for the window and its records: a prune by the running daemon cannot
          * take records from under the export. */
-        if (ret >= 0 && (sqlite3_exec(r.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        if (ret >= 0 && (grantlog_reader_snapshot(r.db) < 0 ||
                          seq_window(r.db, o->since_ms, o->until_ms, &x.lo, &x.hi) < 0)) {
                 snprintf(err, errlen, "reading %s failed: %s", o->database, sqlite3_errmsg(r.db));
                 ret = -EIO;

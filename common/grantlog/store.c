@@ -377,7 +377,10 @@ static void *checkpointer_main(void *userdata)
                         break;
                 nanosleep(&(struct timespec){.tv_nsec = WAL_CHECKPOINT_EVERY_MS * 1000000L}, NULL);
                 if (!db &&
-                    sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+                    (sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+                     /* A connection that has read nothing has not opened the WAL yet, and a
+                      * checkpoint on it does nothing at all (nlog -1). */
+                     sqlite3_exec(db, "PRAGMA user_version", NULL, NULL, NULL) != SQLITE_OK)) {
                         sqlite3_close(db);
                         db = NULL;
                         continue;

@@ -5,6 +5,7 @@
  * in both modes, so a database and its export cannot be read differently. */
 #include "grantlog/verify.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "grantlog/format.h"
+#include "grantlog/reader.h"
 #include "grantlog/schema.h"
 #include "json-util.h"
 #include "jwk.h"
@@ -77,6 +79,12 @@ _printf_(4, 5) static void problem_at(Problem *p, uint64_t seq, GrantlogVerdict 
 
 #define tampered(p, seq, ...) problem_at((p), (seq), GRANTLOG_TAMPERED, __VA_ARGS__)
 
+/* What a damaged database most often is, and what to do. */
+#define DAMAGED_HINT                                                                               \
+        ". A copy made with cp while brokerd was writing the log looks like this: verify the "     \
+        "live database (verify reads a consistent snapshot), or copy it with sqlite3 DB "          \
+        "'.backup COPY', or from a stopped brokerd"
+
 /* ---- the ordered pass: keys and signed statements ---------------------------------------- */
 
 typedef struct AuditKey {
@@ -101,6 +109,24 @@ static const char *key_public(const Verifier *v, const char *kid)
         return NULL;
 }
 
+/* Whether a pin names `kid`: the key id itself, or a public key whose thumbprint it is. */
+static bool pinned_id(const GrantlogTrust *t, const char *kid)
+{
+        for (size_t i = 0; i < t->n_pins; i++)
+                if (strcmp(t->pins[i], kid) == 0 || kid_of(kid, t->pins[i]))
+                        return true;
+        return false;
+}
+
+static void key_keep(Verifier *v, const char *kid, const char *pub)
+{
+        if (v->n_keys < KEYS_MAX) {
+                snprintf(v->keys[v->n_keys].kid, sizeof(v->keys[0].kid), "%s", kid);
+                snprintf(v->keys[v->n_keys].pub, sizeof(v->keys[0].pub), "%s", pub);
+                v->n_keys++;
+        }
+}
+
 /* A key the log names (an audit_key record, or the anchor): trusted from here on if the
  * policy accepts it. */
 static void key_add(Verifier *v, uint64_t seq, const char *kid, const char *pub)
@@ -122,9 +148,19 @@ static void key_add(Verifier *v, uint64_t seq, const char *kid, const char *pub)
         if (!v->first_named[0])
                 snprintf(v->first_named, sizeof(v->first_named), "%s", pub);
         if (!grantlog_trust_accepts(v->trust, v->first_named, kid, pub)) {
-                if (v->trust->n_pins > 0)
+                if (pinned_id(v->trust, kid))
+                        /* The key given is this key id's; the public half the log names with
+                         * it is not: no key mismatch, an edited or forged record. */
+                        tampered(&v->problem, seq,
+                                 "the log names audit key %s with public key %s, which is not "
+                                 "that key's (its key id is another key's thumbprint): an "
+                                 "edited or forged key record",
+                                 kid, pub);
+                else if (v->trust->n_pins > 0)
                         problem_at(&v->problem, seq, GRANTLOG_KEY_MISMATCH,
-                                   "audit key %s is not one of the keys given with --audit-key",
+                                   "audit key %s is not one of the keys given with --audit-key "
+                                   "(a key mismatch: check the key 'brokerctl status' prints as "
+                                   "audit.public_key)",
                                    kid);
                 else
                         /* Whoever can write the database can add an audit_key record of their
@@ -136,11 +172,7 @@ static void key_add(Verifier *v, uint64_t seq, const char *kid, const char *pub)
                                  kid);
                 return;
         }
-        if (v->n_keys < KEYS_MAX) {
-                snprintf(v->keys[v->n_keys].kid, sizeof(v->keys[0].kid), "%s", kid);
-                snprintf(v->keys[v->n_keys].pub, sizeof(v->keys[0].pub), "%s", pub);
-                v->n_keys++;
-        }
+        key_keep(v, kid, pub);
 }
 
 /* The public key to check a statement by `kid` with: a key the input named and the policy
@@ -156,25 +188,31 @@ static const char *statement_key(Verifier *v, uint64_t seq, const char *what, co
         for (size_t i = 0; i < v->trust->n_pins; i++) {
                 if (strcmp(v->trust->pins[i], kid) == 0)
                         by_id = true;
-                else if (kid_of(kid, v->trust->pins[i]))
+                else if (strlen(kid) < sizeof(v->keys[0].kid) &&
+                         strlen(v->trust->pins[i]) < sizeof(v->keys[0].pub) &&
+                         kid_of(kid, v->trust->pins[i])) {
+                        /* kept, so that the report names the key the input was checked with */
+                        key_keep(v, kid, v->trust->pins[i]);
                         return v->trust->pins[i];
+                }
         }
         if (by_id)
                 problem_at(&v->problem, seq, GRANTLOG_KEY_MISMATCH,
                            "%s is signed by audit key %s, given by its key id; this input does "
                            "not name the key's public half: pass --audit-key with the public "
-                           "key 'brokerctl status' prints",
+                           "key 'brokerctl status' prints as audit.public_key",
                            what, kid);
         else if (v->trust->n_pins > 0)
                 problem_at(&v->problem, seq, GRANTLOG_KEY_MISMATCH,
                            "%s is signed by audit key %s, which is not one of the keys given "
-                           "with --audit-key",
+                           "with --audit-key (a key mismatch: check the key 'brokerctl status' "
+                           "prints as audit.public_key)",
                            what, kid);
         else
                 problem_at(&v->problem, seq, GRANTLOG_KEY_MISMATCH,
                            "%s is signed by audit key %s, which this log does not name (an "
                            "export that starts later: pass --audit-key with the public key "
-                           "'brokerctl status' prints)",
+                           "'brokerctl status' prints as audit.public_key)",
                            what, kid);
         return NULL;
 }
@@ -385,23 +423,40 @@ static bool row_check(sqlite3_stmt *st, uint64_t expect, char hash[GRANTLOG_HASH
         return true;
 }
 
-/* A read that failed is not a verdict on the records: the log may be intact. */
-static void read_failed(Problem *p, uint64_t seq, sqlite3 *db)
+/* A read that failed is not a verdict on the records: the log may be intact. A file SQLite
+ * finds damaged cannot be read either, but that is no passing condition (a lock, memory)
+ * that trying again may clear. */
+static GrantlogVerdict read_failure_kind(sqlite3 *db)
 {
-        problem_at(p, seq, GRANTLOG_UNREADABLE, "cannot read the database: %s",
-                   db ? sqlite3_errmsg(db) : "out of memory");
+        int rc = db ? sqlite3_errcode(db) & 0xff : SQLITE_NOMEM;
+        return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ? GRANTLOG_DAMAGED : GRANTLOG_UNREADABLE;
 }
 
-static int64_t first_seq(sqlite3 *db)
+static void read_failed(Problem *p, uint64_t seq, sqlite3 *db)
+{
+        if (read_failure_kind(db) == GRANTLOG_DAMAGED)
+                problem_at(p, seq, GRANTLOG_DAMAGED,
+                           "the database file is damaged (SQLite: %s); its records cannot be "
+                           "checked" DAMAGED_HINT,
+                           sqlite3_errmsg(db));
+        else
+                problem_at(p, seq, GRANTLOG_UNREADABLE, "cannot read the database: %s",
+                           db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+/* -EIO when it cannot be read (any seq is possible in a tampered log, -1 too). */
+static int first_seq(sqlite3 *db, int64_t *ret)
 {
         sqlite3_stmt *st = NULL;
-        int64_t seq = -1;
+        int r = -EIO;
 
         if (sqlite3_prepare_v2(db, "SELECT MIN(seq) FROM records", -1, &st, NULL) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW)
-                seq = sqlite3_column_int64(st, 0);
+            sqlite3_step(st) == SQLITE_ROW) {
+                *ret = sqlite3_column_int64(st, 0);
+                r = 0;
+        }
         sqlite3_finalize(st);
-        return seq;
+        return r;
 }
 
 static void *db_chunk_main(void *userdata)
@@ -419,14 +474,18 @@ static void *db_chunk_main(void *userdata)
                 return NULL;
         }
         if (sqlite3_prepare_v2(db, ROW_SQL, -1, &st, NULL) != SQLITE_OK ||
-            sqlite3_exec(db, "BEGIN; SELECT 1 FROM records LIMIT 1", NULL, NULL, NULL) !=
-                SQLITE_OK) {
+            grantlog_reader_snapshot(db) < 0) {
                 read_failed(&c->problem, expect, db);
                 goto out;
         }
         /* One snapshot for the chunk. The running daemon appends after the range and prunes
          * from the start: this snapshot holds the range as it was cut unless it pruned since. */
-        if (first_seq(db) != c->log_lo) {
+        int64_t lo = 0;
+        if (first_seq(db, &lo) < 0) {
+                read_failed(&c->problem, expect, db);
+                goto out;
+        }
+        if (lo != c->log_lo) {
                 problem_at(&c->problem, expect, GRANTLOG_UNREADABLE,
                            "the log was pruned while it was verified: verify it again");
                 goto out;
@@ -623,6 +682,48 @@ static bool head_covers(sqlite3 *db, const SignedRow *head)
         return same;
 }
 
+/* A file that SQLite itself finds damaged shows what looks like tampering (rows out of order,
+ * a head from another moment than the records): a tampering verdict on one is turned into
+ * DAMAGED, which says both. Pages that do not hold together are no proof the log is intact
+ * either, so it is no pass: the records cannot be checked. */
+static void check_damage(sqlite3 *db, GrantlogReport *ret)
+{
+        sqlite3_stmt *st = NULL;
+        /* sized so that the message below fits ret->why whole */
+        char damage[96] = "", why[sizeof(ret->why)];
+        int rc;
+
+        if (ret->verdict != GRANTLOG_TAMPERED)
+                return;
+        /* the B-trees and their pages, not every index entry: one pass over the file */
+        if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK) {
+                if (read_failure_kind(db) == GRANTLOG_DAMAGED)
+                        snprintf(damage, sizeof(damage), "%s", sqlite3_errmsg(db));
+        } else {
+                const char *found = NULL;
+
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW)
+                        found = (const char *) sqlite3_column_text(st, 0);
+                if (found && strcmp(found, "ok") != 0) {
+                        /* "*** in database main ***\n" first: no news */
+                        if (strncmp(found, "*** ", 4) == 0 && strchr(found, '\n'))
+                                found = strchr(found, '\n') + 1;
+                        snprintf(damage, sizeof(damage), "%s", found);
+                } else if (rc != SQLITE_ROW && read_failure_kind(db) == GRANTLOG_DAMAGED)
+                        snprintf(damage, sizeof(damage), "%s", sqlite3_errmsg(db));
+        }
+        sqlite3_finalize(st);
+        if (!damage[0])
+                return;
+        memcpy(why, ret->why, sizeof(why));
+        ret->verdict = GRANTLOG_DAMAGED;
+        snprintf(ret->why, sizeof(ret->why),
+                 "the database file is damaged (SQLite's check: %s), so what verify saw at seq "
+                 "%llu (%.100s) says nothing about the records" DAMAGED_HINT,
+                 damage, (unsigned long long) ret->problem_seq, why);
+}
+
 void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, GrantlogReport *ret)
 {
         Verifier v = {.trust = &o->trust};
@@ -646,12 +747,13 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, 
         }
         /* The range, the head and the anchor from one snapshot: the running daemon moves the
          * head with every commit and the anchor with every prune. */
-        if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        if (grantlog_reader_snapshot(db) < 0 ||
             sqlite3_prepare_v2(db, "SELECT MIN(seq), MAX(seq) FROM records", -1, &st, NULL) !=
                 SQLITE_OK ||
             sqlite3_step(st) != SQLITE_ROW) {
-                snprintf(err, sizeof(err), "cannot read the database: %s", sqlite3_errmsg(db));
-                report_problem(ret, GRANTLOG_UNREADABLE, 0, err);
+                Problem p = {};
+                read_failed(&p, 0, db);
+                report_problem(ret, p.kind, 0, p.why);
                 sqlite3_finalize(st);
                 sqlite3_close(db);
                 return;
@@ -663,23 +765,35 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, 
         if (r >= 0)
                 r = read_signed(db, "anchor", &anchor);
         if (r < 0) {
-                snprintf(err, sizeof(err), "cannot read the database: %s", sqlite3_errmsg(db));
-                report_problem(ret, GRANTLOG_UNREADABLE, 0, err);
+                Problem p = {};
+                read_failed(&p, 0, db);
+                report_problem(ret, p.kind, 0, p.why);
                 sqlite3_close(db);
                 return;
         }
 
-        if (hi < lo || hi == 0) {
-                if (head.present) {
+        if (lo < 1 && hi >= 1) {
+                /* Rows numbered below the first record are no record the chain has: inserted.
+                 * Reported before the chunks are cut, at the same place whatever their number. */
+                char why[160];
+                snprintf(why, sizeof(why),
+                         "a row numbered %lld lies before the first record (rows inserted)",
+                         (long long) lo);
+                report_problem(ret, GRANTLOG_TAMPERED, 0, why);
+                sqlite3_close(db);
+                return;
+        }
+        if (hi < lo || hi < 1) {
+                if (head.present)
                         report_problem(ret, GRANTLOG_TAMPERED, head.seq,
                                        "truncated: no records, but a signed head");
-                        sqlite3_close(db);
-                        return;
-                }
-                /* A broker's log is never empty: its first commit holds the audit_key record. */
-                report_problem(ret, GRANTLOG_TAMPERED, 1,
-                               "no records and no signed head: not a log a broker wrote, or "
-                               "every row was deleted");
+                else
+                        /* A broker's log is never empty: its first commit holds the audit_key
+                         * record. */
+                        report_problem(ret, GRANTLOG_TAMPERED, 1,
+                                       "no records and no signed head: not a log a broker "
+                                       "wrote, or every row was deleted");
+                check_damage(db, ret);
                 sqlite3_close(db);
                 return;
         }
@@ -748,25 +862,45 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, 
                         tampered(&v.problem, head.seq,
                                  "the signed head does not match the last record (records "
                                  "appended or rewritten)");
-                else if (!pub || strcmp(pub, head.pub) != 0)
+                else if (!pub)
                         problem_at(&v.problem, head.seq, GRANTLOG_KEY_MISMATCH,
                                    "the signed head is signed by audit key %s, which the log "
                                    "does not name as a key it trusts",
                                    head.kid);
+                else if (strcmp(pub, head.pub) != 0)
+                        tampered(&v.problem, head.seq,
+                                 "the signed head names audit key %s with a public key that is "
+                                 "not the one the log names for it (edited head)",
+                                 head.kid);
                 else if (!statement_valid("head", head.seq, head.hash, head.time, head.kid,
                                           head.sig, pub))
                         tampered(&v.problem, head.seq,
                                  "the signed head's signature is invalid (forged head)");
         }
-        sqlite3_close(db);
 
         report_from(&v, ret);
         ret->first_seq = (uint64_t) lo;
         ret->last_seq = (uint64_t) hi;
         ret->from_anchor = anchor.present;
+        check_damage(db, ret);
+        sqlite3_close(db);
 }
 
 /* ---- an exported file ------------------------------------------------------------------ */
+
+/* A line that is no exported record at all. As the input's first line, it is not an export
+ * of the log (random bytes, a CSV or OCSF export) rather than one with its first record
+ * edited: said so, as the database side says "not an audit database". */
+static void not_a_record(Chunk *c, uint64_t expect, size_t lineno, const char *what)
+{
+        if (lineno == 1 && (c->in || c->lo == 0))
+                problem_at(&c->problem, 0, GRANTLOG_NOT_A_LOG,
+                           "%s: not an export of the grant log: line 1 %s (verify reads what "
+                           "'brokerctl audit export' writes in its default format, jsonl)",
+                           c->path, what);
+        else
+                tampered(&c->problem, expect, "line %zu %s", lineno, what);
+}
 
 /* One line of an export: false stops the chunk. */
 static bool file_line(Chunk *c, sqlite3_stmt *st, char *line, size_t len, size_t lineno)
@@ -779,13 +913,12 @@ static bool file_line(Chunk *c, sqlite3_stmt *st, char *line, size_t len, size_t
 
         /* The hash covers the line up to a NUL only: what follows one would go unchecked. */
         if (memchr(line, 0, len)) {
-                tampered(&c->problem, expect, "line %zu holds a NUL byte", lineno);
+                not_a_record(c, expect, lineno, "holds a NUL byte");
                 return false;
         }
         if (!grantlog_line_split(line, len, &stored)) {
-                tampered(&c->problem, expect,
-                         "line %zu is not an exported record (it must end with its \"hash\")",
-                         lineno);
+                not_a_record(c, expect, lineno,
+                             "is not an exported record (it must end with its \"hash\")");
                 return false;
         }
         sqlite3_bind_text(st, 1, line, -1, SQLITE_STATIC);
@@ -793,7 +926,7 @@ static bool file_line(Chunk *c, sqlite3_stmt *st, char *line, size_t len, size_t
             sqlite3_column_int64(st, 0) < 1 || !sqlite3_column_text(st, 1) ||
             !sqlite3_column_text(st, 2)) {
                 sqlite3_reset(st);
-                tampered(&c->problem, expect, "line %zu is not a record", lineno);
+                not_a_record(c, expect, lineno, "is not a record");
                 return false;
         }
         seq = (uint64_t) sqlite3_column_int64(st, 0);
@@ -836,11 +969,13 @@ static void *file_chunk_main(void *userdata)
         size_t cap = 0, lineno = 0;
         int64_t pos = c->lo;
         ssize_t n;
+        int read_errno = 0;
 
         if (!f) {
                 f = owned = fopen(c->path, "re");
                 if (!f || fseeko(f, c->lo, SEEK_SET) < 0) {
-                        problem_at(&c->problem, 0, GRANTLOG_UNREADABLE, "cannot read the file: %m");
+                        problem_at(&c->problem, 0, GRANTLOG_UNREADABLE, "cannot read %s: %m",
+                                   c->path);
                         return NULL;
                 }
         }
@@ -861,10 +996,13 @@ static void *file_chunk_main(void *userdata)
                         line[--n] = 0;
                 if (!file_line(c, st, line, (size_t) n, lineno)) /* blank lines too */
                         break;
+                errno = 0; /* so that a failing getline() is what errno tells of below */
         }
+        read_errno = errno;
         if (!c->problem.set && ferror(f))
                 problem_at(&c->problem, c->n ? c->last_seq + 1 : 0, GRANTLOG_UNREADABLE,
-                           "reading failed");
+                           "reading %s failed: %s", c->path,
+                           read_errno ? strerror(read_errno) : "input error");
         free(line);
         sqlite3_finalize(st);
         sqlite3_close(db);
@@ -913,6 +1051,11 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
                 f = fopen(path, "re");
                 if (!f || fstat(fileno(f), &st) < 0) {
                         snprintf(err, sizeof(err), "cannot read %s: %m", path);
+                        report_problem(ret, GRANTLOG_UNREADABLE, 0, err);
+                        return;
+                }
+                if (S_ISDIR(st.st_mode)) {
+                        snprintf(err, sizeof(err), "cannot read %s: %s", path, strerror(EISDIR));
                         report_problem(ret, GRANTLOG_UNREADABLE, 0, err);
                         return;
                 }
@@ -967,72 +1110,19 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
 
 /* ---- brokerd's own checks ------------------------------------------------------------------ */
 
-/* The first key the log names: its anchor's (a pruned log may have lost the records before),
- * else its first audit_key record's. "" when it names none. */
-static int first_named_key(sqlite3 *db, char pub[64])
+static const char *key_for(const GrantlogKey *keys, size_t n, const char *kid)
 {
-        static const char *const sql[] = {
-            "SELECT public_key FROM signed WHERE name = 'anchor'",
-            "SELECT body ->> '$.public_key' FROM records WHERE event = 'audit_key' ORDER BY seq "
-            "LIMIT 1",
-        };
-
-        pub[0] = 0;
-        for (size_t i = 0; i < ELEMENTSOF(sql) && !pub[0]; i++) {
-                sqlite3_stmt *st = NULL;
-                int rc;
-
-                if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) != SQLITE_OK)
-                        return -EIO;
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
-                        snprintf(pub, 64, "%s", sqlite3_column_text(st, 0));
-                sqlite3_finalize(st);
-                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                        return -EIO;
-        }
-        return 0;
+        for (size_t i = 0; kid && i < n; i++)
+                if (strcmp(keys[i].kid, kid) == 0)
+                        return keys[i].pub;
+        return NULL;
 }
 
-/* The public key the log names for `kid` (its newest audit_key record, or the anchor), if the
- * policy trusts it. */
-static int trusted_key(sqlite3 *db, const GrantlogTrust *t, const char *kid, char pub[64])
-{
-        static const char *const sql[] = {
-            "SELECT body ->> '$.public_key' FROM records WHERE event = 'audit_key' AND "
-            "body ->> '$.key_id' = ? ORDER BY seq DESC LIMIT 1",
-            "SELECT public_key FROM signed WHERE name = 'anchor' AND key_id = ?",
-        };
-        char first[64];
-        int r = first_named_key(db, first);
-
-        pub[0] = 0;
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(sql) && !pub[0]; i++) {
-                sqlite3_stmt *st = NULL;
-                int rc;
-
-                if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) != SQLITE_OK)
-                        return -EIO;
-                sqlite3_bind_text(st, 1, kid, -1, SQLITE_STATIC);
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
-                        snprintf(pub, 64, "%s", sqlite3_column_text(st, 0));
-                sqlite3_finalize(st);
-                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                        return -EIO;
-        }
-        if (pub[0] && !grantlog_trust_accepts(t, first, kid, pub))
-                pub[0] = 0;
-        return 0;
-}
-
-int grantlog_verify_head(sqlite3 *db, const GrantlogTrust *t, uint64_t last_seq,
+int grantlog_verify_head(sqlite3 *db, const GrantlogKey *keys, size_t n_keys, uint64_t last_seq,
                          const char *last_hash, char *why, size_t whylen)
 {
         SignedRow head;
-        char pub[64];
+        const char *pub;
 
         if (read_signed(db, "head", &head) < 0) {
                 snprintf(why, whylen, "cannot read the signed head: %s", sqlite3_errmsg(db));
@@ -1045,11 +1135,15 @@ int grantlog_verify_head(sqlite3 *db, const GrantlogTrust *t, uint64_t last_seq,
                          (unsigned long long) last_seq, (unsigned long long) head.seq);
                 return -EBADMSG;
         }
-        if (trusted_key(db, t, head.kid, pub) < 0) {
-                snprintf(why, whylen, "cannot read the audit keys: %s", sqlite3_errmsg(db));
-                return -EIO;
+        pub = key_for(keys, n_keys, head.kid);
+        if (!pub) {
+                snprintf(why, whylen,
+                         "its signed head does not verify with an audit key this broker holds "
+                         "(it is by audit key %s)",
+                         head.kid);
+                return -ENOKEY;
         }
-        if (!pub[0] || strcmp(pub, head.pub) != 0 ||
+        if (strcmp(pub, head.pub) != 0 ||
             !statement_valid("head", head.seq, head.hash, head.time, head.kid, head.sig, pub)) {
                 snprintf(why, whylen,
                          "its signed head does not verify with an audit key the log names and "
@@ -1059,8 +1153,74 @@ int grantlog_verify_head(sqlite3 *db, const GrantlogTrust *t, uint64_t last_seq,
         return 0;
 }
 
-int grantlog_verify_stretch(sqlite3 *db, const GrantlogTrust *t, uint64_t first, uint64_t upto,
-                            const char *start_hash, uint64_t committed_seq,
+int grantlog_verify_start(sqlite3 *db, const GrantlogKey *keys, size_t n_keys,
+                          char start_hash[GRANTLOG_HASH_HEX], char *why, size_t whylen)
+{
+        sqlite3_stmt *st = NULL;
+        SignedRow anchor;
+        int64_t first = 0;
+        char prev[GRANTLOG_HASH_HEX] = "";
+        const char *pub;
+        int rc;
+
+        if (read_signed(db, "anchor", &anchor) < 0 ||
+            sqlite3_prepare_v2(db,
+                               "SELECT seq, body ->> '$.prev_hash' FROM records ORDER BY seq "
+                               "LIMIT 1",
+                               -1, &st, NULL) != SQLITE_OK) {
+                snprintf(why, whylen, "cannot read the log's start: %s", sqlite3_errmsg(db));
+                return -EIO;
+        }
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                first = sqlite3_column_int64(st, 0);
+                snprintf(prev, sizeof(prev), "%s",
+                         sqlite3_column_text(st, 1) ?: (const unsigned char *) "");
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                snprintf(why, whylen, "cannot read the log's start: %s", sqlite3_errmsg(db));
+                return -EIO;
+        }
+        if (!anchor.present) {
+                if (rc == SQLITE_ROW && (first != 1 || strcmp(prev, GRANTLOG_GENESIS) != 0)) {
+                        snprintf(why, whylen,
+                                 "the log starts at seq %lld without a pruning anchor: records "
+                                 "deleted from the start",
+                                 (long long) first);
+                        return -EBADMSG;
+                }
+                memcpy(start_hash, GRANTLOG_GENESIS, GRANTLOG_HASH_HEX);
+                return 0;
+        }
+        pub = key_for(keys, n_keys, anchor.kid);
+        if (!pub) {
+                snprintf(why, whylen,
+                         "its pruning anchor does not verify with an audit key this broker holds "
+                         "(it is by audit key %s)",
+                         anchor.kid);
+                return -ENOKEY;
+        }
+        if (strcmp(pub, anchor.pub) != 0 ||
+            !statement_valid("anchor", anchor.seq, anchor.hash, anchor.time, anchor.kid, anchor.sig,
+                             pub)) {
+                snprintf(why, whylen, "its pruning anchor's signature is invalid (forged anchor)");
+                return -EBADMSG;
+        }
+        if (rc == SQLITE_ROW &&
+            ((uint64_t) first != anchor.seq + 1 || strcmp(prev, anchor.hash) != 0)) {
+                snprintf(why, whylen,
+                         "the log does not start where its pruning anchor says (seq %llu): "
+                         "records deleted from the start",
+                         (unsigned long long) (anchor.seq + 1));
+                return -EBADMSG;
+        }
+        memcpy(start_hash, anchor.hash, GRANTLOG_HASH_HEX);
+        return 0;
+}
+
+int grantlog_verify_stretch(sqlite3 *db, const GrantlogKey *keys, size_t n_keys, uint64_t first,
+                            uint64_t upto, const char *start_hash, uint64_t committed_seq,
                             const char *committed_hash, char *why, size_t whylen)
 {
         sqlite3_stmt *st = NULL;
@@ -1093,18 +1253,24 @@ int grantlog_verify_stretch(sqlite3 *db, const GrantlogTrust *t, uint64_t first,
                                        JSON_REJECT_DUPLICATES, NULL);
                         json_t *cp = json_object_get(rec, "checkpoint");
                         const char *kid = json_string_value(json_object_get(cp, "key_id"));
-                        char pub[64] = "";
+                        const char *chash = json_string_value(json_object_get(cp, "hash"));
+                        const char *pub = key_for(keys, n_keys, kid);
 
-                        if (kid && trusted_key(db, t, kid, pub) < 0)
-                                break;
+                        if (kid && !pub) {
+                                sqlite3_finalize(st);
+                                snprintf(why, whylen,
+                                         "the checkpoint at seq %llu does not verify with an "
+                                         "audit key this broker holds (it is by audit key %s)",
+                                         (unsigned long long) expect, kid);
+                                return -ENOKEY;
+                        }
                         covered = json_integer_value(json_object_get(cp, "seq")) ==
                                       (json_int_t) (expect - 1) &&
+                                  chash && strcmp(chash, prev) == 0 &&
                                   statement_valid(
-                                      "checkpoint", expect - 1,
-                                      json_string_value(json_object_get(cp, "hash")),
+                                      "checkpoint", expect - 1, chash,
                                       json_string_value(json_object_get(cp, "time")), kid,
-                                      json_string_value(json_object_get(cp, "signature")), pub) &&
-                                  strcmp(json_string_value(json_object_get(cp, "hash")), prev) == 0;
+                                      json_string_value(json_object_get(cp, "signature")), pub);
                         if (!covered)
                                 tampered(&p, expect, "checkpoint signature is invalid");
                         break;

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "grantlog/format.h"
+
 typedef struct GrantlogTrust {
         const char *const *pins; /* base64url public keys or key ids */
         size_t n_pins;
@@ -41,6 +43,9 @@ typedef enum GrantlogVerdict {
         GRANTLOG_KEY_MISMATCH, /* signed by a key the caller did not vouch for, or whose public
                                 * half it did not give */
         GRANTLOG_EMPTY,        /* an export with no records at all */
+        GRANTLOG_DAMAGED,      /* a database whose SQLite file does not hold together (a copy
+                                * taken while it was written, a damaged disk): its records
+                                * cannot be checked; why says what verify saw */
 } GrantlogVerdict;
 
 #define GRANTLOG_REPORT_KEYS_MAX 16
@@ -69,16 +74,30 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o,
 /* An exported JSONL file; "-" reads standard input. */
 void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, GrantlogReport *ret);
 
-/* brokerd's checks, on its writer's connection. 0, -EBADMSG (the log does not verify; why
- * says how), or -EIO (it could not be read).
+/* An audit key as the broker vouches for it. */
+typedef struct GrantlogKey {
+        char kid[64], pub[64];
+} GrantlogKey;
+
+/* brokerd's checks, on its writer's connection, with the keys it vouches for: its own, and,
+ * for a log it continues after its key store was reset, those a full verification of the log
+ * accepted under the one policy (grantlog_verify_database() with its own key pinned and the
+ * first key the log names trusted). The checks take no key from the log itself: whoever can
+ * write the database can add a key record, an anchor or a row before the first record.
+ * 0, -EBADMSG (the log does not verify; why says how), -ENOKEY (signed by a key not among
+ * `keys`: verify the log in full to decide), or -EIO (it could not be read).
  *
- * The signed head must sign the last record (or the anchor of an empty pruned log), with a
- * trusted key: a log cut below its head, or a head re-signed to match a cut tail, is refused. */
-int grantlog_verify_head(sqlite3 *db, const GrantlogTrust *t, uint64_t last_seq,
+ * The signed head must sign the last record (or the anchor of an empty pruned log): a log cut
+ * below its head, or a head re-signed to match a cut tail, is refused. */
+int grantlog_verify_head(sqlite3 *db, const GrantlogKey *keys, size_t n_keys, uint64_t last_seq,
                          const char *last_hash, char *why, size_t whylen);
+/* Where the remaining chain starts: genesis for a log that starts at seq 1, else its pruning
+ * anchor's hash, whose signature must hold and to which the first record must link. */
+int grantlog_verify_start(sqlite3 *db, const GrantlogKey *keys, size_t n_keys,
+                          char start_hash[GRANTLOG_HASH_HEX], char *why, size_t whylen);
 /* Records first..upto, linked from start_hash, must verify up to the first checkpoint after
- * them, which must be signed by a trusted key; or, with no checkpoint yet, reach the record the
+ * them, which must be signed by one of `keys`; or, with no checkpoint yet, reach the record the
  * writer committed last (committed_seq, committed_hash). On -EBADMSG, why says what is wrong. */
-int grantlog_verify_stretch(sqlite3 *db, const GrantlogTrust *t, uint64_t first, uint64_t upto,
-                            const char *start_hash, uint64_t committed_seq,
+int grantlog_verify_stretch(sqlite3 *db, const GrantlogKey *keys, size_t n_keys, uint64_t first,
+                            uint64_t upto, const char *start_hash, uint64_t committed_seq,
                             const char *committed_hash, char *why, size_t whylen);

@@ -26,6 +26,11 @@ struct GrantlogWriter {
         GrantlogOptions opt;
         GrantlogSigner signer;
         GrantlogFaults *faults;
+        /* The audit keys this writer vouches for: its own, and those a full verification of the
+         * log accepted when the log was signed by a key it does not hold (see vouch()). */
+        GrantlogKey keys[GRANTLOG_REPORT_KEYS_MAX + 1];
+        size_t n_keys;
+        bool verified_in_full;
         sqlite3_stmt *insert, *put_signed;
 
         /* committed state; the working copies live in a transaction */
@@ -289,12 +294,53 @@ static int query_int64(GrantlogWriter *l, const char *sql, int64_t arg, bool *re
         return rc == SQLITE_ROW ? 0 : db_fail(l, rc, sql);
 }
 
-/* The one trust policy (grantlog/verify.h), as the broker applies it to its own log: its own
- * key, and the first key the log names (a log it continues after its key store was reset). */
-static GrantlogTrust writer_trust(const GrantlogWriter *l, const char *pins[1])
+/* A log signed by an audit key this broker does not hold, when its own key was made at this
+ * start (its key store was reset, and the log goes on under a new key): the one verifier decides,
+ * over the whole log, under the one trust policy with the broker's own key pinned and the first key
+ * the log names trusted, and the keys it accepted are vouched for from then on. Once per writer:
+ * the log is verified in full at most once per open. -EBADMSG with why filled when it does not
+ * vouch. */
+static int vouch(GrantlogWriter *l, char *why, size_t whylen)
 {
-        pins[0] = l->signer.public_key;
-        return (GrantlogTrust){.pins = pins, .n_pins = 1, .first_named = true};
+        const char *pins[] = {l->signer.public_key};
+        GrantlogVerifyOptions o = {.trust = {.pins = pins, .n_pins = 1, .first_named = true}};
+        GrantlogReport rep;
+
+        if (!l->opt.new_audit_key) {
+                /* This broker's key signed the log before: nobody else's signature counts.
+                 * (Trusting the first key the log names would let whoever can write the
+                 * database name a key of theirs in a forged anchor and sign a cut tail.) */
+                size_t n = strlen(why);
+                snprintf(why + n, whylen - n,
+                         "; this broker has signed the log before, so no "
+                         "other key's signature counts");
+                return -EBADMSG;
+        }
+        if (l->verified_in_full)
+                return -EBADMSG; /* it was, and did not vouch for this key: why says which */
+        l->verified_in_full = true;
+        log_notice("%s: %s: verifying the whole log once", l->path, why);
+        grantlog_verify_database(l->path, &o, &rep);
+        if (rep.verdict != GRANTLOG_INTACT) {
+                if (snprintf(why, whylen,
+                             "it does not verify with this broker's audit key and the first key "
+                             "it names (seq %llu: %s)",
+                             (unsigned long long) rep.problem_seq, rep.why) < 0)
+                        why[0] = 0;
+                return -EBADMSG;
+        }
+        for (size_t i = 0; i < rep.n_keys && l->n_keys < ELEMENTSOF(l->keys); i++)
+                if (strcmp(rep.keys[i].kid, l->signer.key_id) != 0) {
+                        snprintf(l->keys[l->n_keys].kid, sizeof(l->keys[0].kid), "%s",
+                                 rep.keys[i].kid);
+                        snprintf(l->keys[l->n_keys].pub, sizeof(l->keys[0].pub), "%s",
+                                 rep.keys[i].pub);
+                        l->n_keys++;
+                }
+        log_notice("%s: %llu records verified; going on under this broker's audit key %s. Pin "
+                   "every audit key it names when you verify it",
+                   l->path, (unsigned long long) rep.n_records, l->signer.key_id);
+        return 0;
 }
 
 int grantlog_writer_prune(GrantlogWriter *l, int64_t now_ms, bool *ret_more)
@@ -334,24 +380,27 @@ int grantlog_writer_prune(GrantlogWriter *l, int64_t now_ms, bool *ret_more)
         *ret_more = upto > first + PRUNE_CHUNK - 1;
         upto = MIN(upto, first + PRUNE_CHUNK - 1);
 
-        /* where the remaining chain starts: the anchor's hash, or genesis */
-        memcpy(start, GRANTLOG_GENESIS, GRANTLOG_HASH_HEX);
-        if (sqlite3_prepare_v2(l->db, "SELECT hash FROM signed WHERE name = 'anchor'", -1, &q,
-                               NULL) == SQLITE_OK &&
-            sqlite3_step(q) == SQLITE_ROW && sqlite3_column_bytes(q, 0) == 64)
-                memcpy(start, sqlite3_column_text(q, 0), GRANTLOG_HASH_HEX);
-        sqlite3_finalize(q);
-        /* Before records are deleted for good they are checked the way verify would: a stretch
-         * someone rewrote (say, with backdated times so it falls out of the retention window)
-         * would otherwise be covered by a new anchor and its traces erased. */
-        const char *pins[1];
-        GrantlogTrust trust = writer_trust(l, pins);
-        char why[512];
-        r = grantlog_verify_stretch(l->db, &trust, (uint64_t) first, (uint64_t) upto, start,
-                                    l->last_seq, l->last_hash, why, sizeof(why));
-        if (r == -EBADMSG) {
+        /* Before records are deleted for good they are checked the way verify would: where the
+         * remaining chain starts (the anchor, or genesis) and the stretch up to the first
+         * checkpoint after it. A stretch someone rewrote (say, with backdated times so it falls
+         * out of the retention window) would otherwise be covered by a new anchor and its traces
+         * erased. */
+        char why[1024];
+        r = grantlog_verify_start(l->db, l->keys, l->n_keys, start, why, sizeof(why));
+        if (r == -ENOKEY && (r = vouch(l, why, sizeof(why))) >= 0)
+                r = grantlog_verify_start(l->db, l->keys, l->n_keys, start, why, sizeof(why));
+        if (r >= 0) {
+                r = grantlog_verify_stretch(l->db, l->keys, l->n_keys, (uint64_t) first,
+                                            (uint64_t) upto, start, l->last_seq, l->last_hash, why,
+                                            sizeof(why));
+                if (r == -ENOKEY && (r = vouch(l, why, sizeof(why))) >= 0)
+                        r = grantlog_verify_stretch(l->db, l->keys, l->n_keys, (uint64_t) first,
+                                                    (uint64_t) upto, start, l->last_seq,
+                                                    l->last_hash, why, sizeof(why));
+        }
+        if (r == -EBADMSG || r == -ENOKEY) {
                 *ret_more = false;
-                return log_error_errno(r,
+                return log_error_errno(EBADMSG,
                                        "%s: records from seq %lld do not verify; not pruning "
                                        "them (%s). Run 'brokerctl audit verify'",
                                        l->path, (long long) first, why);
@@ -441,9 +490,7 @@ static int read_tail(GrantlogWriter *l)
             "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
             "SELECT seq, hash FROM signed WHERE name = 'anchor'",
         };
-        const char *pins[1];
-        GrantlogTrust trust = writer_trust(l, pins);
-        char why[256];
+        char why[1024];
         int r;
 
         l->last_seq = 0;
@@ -463,8 +510,20 @@ static int read_tail(GrantlogWriter *l)
                 if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                         return db_fail(l, rc, "cannot read the audit log");
         }
-        r = grantlog_verify_head(l->db, &trust, l->last_seq, l->last_hash, why, sizeof(why));
-        if (r == -EBADMSG)
+        r = grantlog_verify_head(l->db, l->keys, l->n_keys, l->last_seq, l->last_hash, why,
+                                 sizeof(why));
+        if (r == -ENOKEY && (r = vouch(l, why, sizeof(why))) >= 0)
+                r = grantlog_verify_head(l->db, l->keys, l->n_keys, l->last_seq, l->last_hash, why,
+                                         sizeof(why));
+        if (r >= 0) {
+                /* and where it starts: rows deleted from the start, or a forged anchor */
+                char start[GRANTLOG_HASH_HEX];
+                r = grantlog_verify_start(l->db, l->keys, l->n_keys, start, why, sizeof(why));
+                if (r == -ENOKEY && (r = vouch(l, why, sizeof(why))) >= 0)
+                        r = grantlog_verify_start(l->db, l->keys, l->n_keys, start, why,
+                                                  sizeof(why));
+        }
+        if (r == -EBADMSG || r == -ENOKEY)
                 return log_altered(l, why);
         if (r < 0)
                 return db_fail(l, SQLITE_ERROR, why);
@@ -574,6 +633,10 @@ static int open_log(const char *path, bool create, const GrantlogOptions *opt,
         l->opt = *opt;
         l->signer = *signer;
         l->faults = faults;
+        /* Its own key, the one it can vouch for without looking at the log. */
+        snprintf(l->keys[0].kid, sizeof(l->keys[0].kid), "%s", signer->key_id);
+        snprintf(l->keys[0].pub, sizeof(l->keys[0].pub), "%s", signer->public_key);
+        l->n_keys = 1;
         if (sqlite3_open_v2(path, &l->db,
                             SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
                                 SQLITE_OPEN_NOMUTEX,
@@ -589,7 +652,7 @@ static int open_log(const char *path, bool create, const GrantlogOptions *opt,
         if (r >= 0) {
                 char err[256];
                 r = grantlog_schema_prepare_writer(l->db, err, sizeof(err));
-                if (r == -EPROTO)
+                if (r == -EPROTO || r == -EMEDIUMTYPE)
                         r = log_error_errno(r, "%s: %s", path, err);
                 else if (r < 0)
                         fault(faults, path, "cannot set the audit database up", err);

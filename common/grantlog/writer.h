@@ -23,15 +23,19 @@ typedef struct GrantlogOptions {
         uint64_t checkpoint_every;      /* records between checkpoints */
         int64_t checkpoint_interval_ms; /* and at most this long */
         int64_t retention_ms;           /* 0: keep everything */
+        /* The signer's key was made at this start (a new key store): a log signed by another
+         * key may then be continued once the one verifier, trusting the first key the log
+         * names, finds it intact. Otherwise only the broker's own signatures count. */
+        bool new_audit_key;
 } GrantlogOptions;
 
 typedef struct GrantlogWriter GrantlogWriter;
 
 /* Opens the log (creating it only if `create`), migrates an older schema, checks that its
- * records end where its signed head says and that the head is signed by a key the one trust
- * policy accepts (this signer's key, or the first key the log names; else -EBADMSG: truncated
- * or altered, logged), and appends an audit_key record if the signer's key is not the one the
- * log last named. The signer is copied. */
+ * records end where its signed head says and that the head is signed by the signer's key (or,
+ * with new_audit_key, that the whole log verifies with the first key it names; else -EBADMSG:
+ * truncated or altered, logged), and appends an audit_key record if the signer's key is not
+ * the one the log last named. The signer is copied. */
 int grantlog_writer_open(const char *path, bool create, const GrantlogOptions *opt,
                          const GrantlogSigner *signer, GrantlogFaults *faults,
                          GrantlogWriter **ret);

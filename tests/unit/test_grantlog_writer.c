@@ -6,17 +6,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -29,7 +24,8 @@
 #include "macro.h"
 #include "keys/signer.h"
 #include "timeutil.h"
-#include "stderr_capture.h"
+#define TESTUTIL_GRANTLOG
+#include "testutil.h"
 
 #define YEAR_MS (INT64_C(365) * 86400 * 1000)
 #define DAY_MS  (INT64_C(86400) * 1000)
@@ -38,40 +34,11 @@ static char dir[64], path[128];
 static SigningKey *key;
 static GrantlogFaults faults;
 
-static int sign_with(void *ctx, const void *msg, size_t len, unsigned char sig[64])
-{
-        unsigned char buf[SIGNATURE_MAX];
-        size_t n;
-        int r = signing_key_sign(ctx, msg, len, buf, &n);
-
-        if (r >= 0)
-                memcpy(sig, buf, 64);
-        return r;
-}
-
-/* The grant log's view of an audit key: its id, its public half, and a way to sign with it. */
-static const GrantlogSigner *signer(SigningKey *k)
-{
-        static GrantlogSigner s;
-
-        s = (GrantlogSigner){.sign = sign_with, .ctx = k};
-        snprintf(s.key_id, sizeof(s.key_id), "%s", k->kid);
-        snprintf(s.public_key, sizeof(s.public_key), "%s",
-                 json_string_value(json_object_get(k->jwk, "x")));
-        return &s;
-}
-
 /* ---- fixtures ----------------------------------------------------------------------------- */
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(p);
-}
 
 static int setup(void **state)
 {
-        snprintf(dir, sizeof(dir), "/tmp/test-auditlog-XXXXXX");
-        if (!mkdtemp(dir))
+        if (tmpdir_make(dir, sizeof(dir), "auditlog") < 0)
                 return -1;
         snprintf(path, sizeof(path), "%s/audit.db", dir);
         return signing_key_generate(ALG_EDDSA, 0, &key);
@@ -81,14 +48,7 @@ static int teardown(void **state)
 {
         signing_key_unref(key);
         key = NULL;
-        return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static GrantlogOptions options(uint64_t every, int64_t interval_ms, int64_t retention_ms)
-{
-        return (GrantlogOptions){.checkpoint_every = every,
-                                 .checkpoint_interval_ms = interval_ms,
-                                 .retention_ms = retention_ms};
+        return tmpdir_remove(dir);
 }
 
 static GrantlogWriter *open_log(const GrantlogOptions *opt, SigningKey *k)
@@ -100,46 +60,11 @@ static GrantlogWriter *open_log(const GrantlogOptions *opt, SigningKey *k)
         return l;
 }
 
-static const char *public_key(const SigningKey *k)
-{
-        return json_string_value(json_object_get(k->jwk, "x"));
-}
-
-/* Appends n records of `event` written at time t (n may be 0: only a due or forced
- * checkpoint). */
-static int append(GrantlogWriter *l, size_t n, const char *event, int64_t t, bool force,
-                  int64_t now)
-{
-        GrantlogEntry *entries = calloc(n + 1, sizeof(GrantlogEntry));
-        char ts[TIME_RFC3339_MAX];
-        int r;
-
-        assert_non_null(entries);
-        time_format_rfc3339_ms(t, ts);
-        for (size_t i = 0; i < n; i++) {
-                json_t *rec =
-                    json_pack("{s:s, s:s, s:I}", "time", ts, "event", event, "n", (json_int_t) i);
-
-                assert_non_null(rec);
-                assert_int_equal(grantlog_entry_prepare(rec, t, &entries[i]), 0);
-                json_decref(rec);
-        }
-        r = grantlog_writer_append(l, entries, n, force, now);
-        for (size_t i = 0; i < n; i++)
-                grantlog_entry_done(&entries[i]);
-        free(entries);
-        return r;
-}
-
 /* ---- reading the file back, on a connection of our own ----------------------------------- */
 
 static sqlite3 *db_open(void)
 {
-        sqlite3 *db = NULL;
-
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        return db;
+        return sql_open(path);
 }
 
 static int64_t query(const char *sql)
@@ -363,38 +288,6 @@ static bool is_checkpoint(int64_t seq)
         return cp;
 }
 
-typedef struct Bytes {
-        unsigned char *p;
-        size_t n;
-} Bytes;
-
-static Bytes slurp(const char *p)
-{
-        Bytes b = {};
-        FILE *f = fopen(p, "rb");
-        long n;
-
-        assert_non_null(f);
-        assert_int_equal(fseek(f, 0, SEEK_END), 0);
-        n = ftell(f);
-        rewind(f);
-        b.n = (size_t) n;
-        b.p = malloc(b.n + 1);
-        assert_non_null(b.p);
-        assert_int_equal(fread(b.p, 1, b.n, f), b.n);
-        fclose(f);
-        return b;
-}
-
-static void spit(const char *p, Bytes b)
-{
-        FILE *f = fopen(p, "wb");
-
-        assert_non_null(f);
-        assert_int_equal(fwrite(b.p, 1, b.n, f), b.n);
-        assert_int_equal(fclose(f), 0);
-}
-
 /* ---- a new log and its chain -------------------------------------------------------------- */
 
 static void test_new_log_starts_with_audit_key(void **state)
@@ -588,9 +481,11 @@ static void test_reopen_continues_the_chain(void **state)
         grantlog_writer_close(l);
         assert_int_equal(query("SELECT COUNT(*) FROM records WHERE event = 'audit_key'"), 1);
 
-        /* a new audit key is named in the chain before it signs anything */
+        /* a new audit key (a reset key store) is named in the chain before it signs anything */
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &key2), 0);
-        l = open_log(&opt, key2);
+        GrantlogOptions reset = opt;
+        reset.new_audit_key = true;
+        l = open_log(&reset, key2);
         assert_int_equal(n_rows(), 6);
         r = row(6);
         assert_string_equal(r.event, "audit_key");
@@ -618,46 +513,7 @@ static void test_reopen_continues_the_chain(void **state)
 /* Opening must fail without writing a byte; ret stays untouched. */
 static void assert_open_refused(const GrantlogOptions *opt, int want, const char *logged)
 {
-        GrantlogWriter *l = (GrantlogWriter *) 0x1;
-        Bytes before = slurp(path), after;
-        char *log;
-        int r;
-
-        capture_begin();
-        r = grantlog_writer_open(path, false, opt, signer(key), &faults, &l);
-        log = capture_end();
-        assert_int_equal(r, want);
-        assert_ptr_equal(l, (GrantlogWriter *) 0x1);
-        if (logged)
-                assert_logged(log, logged);
-        after = slurp(path);
-        assert_int_equal(after.n, before.n);
-        assert_memory_equal(after.p, before.p, before.n);
-        free(log);
-        free(before.p);
-        free(after.p);
-}
-
-/* Rewrites the head to sign the last record with `k`, as whoever holds `k` could. */
-static void forge_head(SigningKey *k)
-{
-        Row last = row(query("SELECT MAX(seq) FROM records"));
-        const char *time = "2026-01-01T00:00:00.000Z";
-        _cleanup_free_ char *st =
-            grantlog_statement("head", (uint64_t) last.seq, last.hash, time, k->kid);
-        unsigned char sig[SIGNATURE_MAX];
-        char b64[2 * SIGNATURE_MAX], sql[4 * SIGNATURE_MAX];
-        size_t len;
-
-        assert_non_null(st);
-        assert_int_equal(signing_key_sign(k, st, strlen(st), sig, &len), 0);
-        sodium_bin2base64(b64, sizeof(b64), sig, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        snprintf(sql, sizeof(sql),
-                 "UPDATE signed SET seq = %lld, hash = '%s', time = '%s', key_id = '%s', "
-                 "public_key = '%s', signature = '%s' WHERE name = 'head'",
-                 (long long) last.seq, last.hash, time, k->kid, public_key(k), b64);
-        exec_sql(sql);
-        row_done(&last);
+        assert_writer_refuses(path, opt, key, &faults, want, logged);
 }
 
 static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
@@ -700,7 +556,7 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &stranger), 0);
         spit(path, pristine);
         exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
-        forge_head(stranger);
+        resign_head(path, stranger);
         assert_open_refused(&opt, -EBADMSG, "does not verify");
         signing_key_unref(stranger);
 
@@ -708,7 +564,7 @@ static void test_reopen_refuses_a_truncated_or_altered_log(void **state)
          * about): whoever holds the key can sign anything */
         spit(path, pristine);
         exec_sql("DELETE FROM records WHERE seq > (SELECT MAX(seq) - 2 FROM records)");
-        forge_head(key);
+        resign_head(path, key);
         assert_int_equal(grantlog_writer_open(path, false, &opt, signer(key), &faults, &l), 0);
         grantlog_writer_close(l);
 
@@ -1036,28 +892,6 @@ static void test_prune_refuses_a_stretch_that_does_not_verify(void **state)
 
 /* ---- a write that fails ------------------------------------------------------------------- */
 
-/* RLIMIT_FSIZE fails every file write past the limit with EFBIG, for root too, so SQLite can
- * write neither its WAL nor the database: a disk that refuses writes, on demand. */
-static struct rlimit saved_fsize;
-
-static void writes_fail(void)
-{
-        struct rlimit rl;
-
-        capture_begin();
-        assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
-        rl = saved_fsize;
-        rl.rlim_cur = 1;
-        assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
-}
-
-/* Restores writes; returns what was logged meanwhile (free()). */
-static char *writes_work(void)
-{
-        assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
-        return capture_end();
-}
-
 typedef struct Snapshot {
         uint64_t seq;
         char hash[GRANTLOG_HASH_HEX];
@@ -1108,14 +942,13 @@ static void test_failed_writes_change_nothing(void **state)
         Snapshot s;
         int r;
 
-        signal(SIGXFSZ, SIG_IGN);
         assert_int_equal(append(l, 300, "grant", t, false, t), 0);
         s = snapshot(l);
 
         /* a batch large enough to need new pages; the failure names the database */
         writes_fail();
         r = append(l, 300, "grant", t + 1, false, t + 1);
-        _cleanup_free_ char *log1 = writes_work();
+        _cleanup_free_ char *log1 = writes_restore();
         assert_true(r < 0);
         assert_unchanged(l, &s);
         assert_logged(log1, path);
@@ -1124,7 +957,7 @@ static void test_failed_writes_change_nothing(void **state)
          * whatever rate callers send */
         writes_fail();
         r = append(l, 300, "grant", t + 1, false, t + 1);
-        _cleanup_free_ char *log2 = writes_work();
+        _cleanup_free_ char *log2 = writes_restore();
         assert_true(r < 0);
         assert_unchanged(l, &s);
         assert_string_equal(log2, "");
@@ -1132,14 +965,14 @@ static void test_failed_writes_change_nothing(void **state)
         /* a due checkpoint, alone */
         writes_fail();
         r = append(l, 0, NULL, 0, true, t + 20000);
-        free(writes_work());
+        free(writes_restore());
         assert_true(r < 0);
         assert_unchanged(l, &s);
 
         /* pruning: the anchor does not move, nothing is deleted */
         writes_fail();
         r = grantlog_writer_prune(l, t + 2 * DAY_MS, &more);
-        free(writes_work());
+        free(writes_restore());
         assert_true(r < 0);
         assert_unchanged(l, &s);
 
@@ -1155,7 +988,6 @@ static void test_failed_writes_change_nothing(void **state)
         assert_int_equal(grantlog_writer_last_seq(l), s.seq + 2);
         assert_int_equal(n_rows(), s.rows + 2);
         grantlog_writer_close(l);
-        signal(SIGXFSZ, SIG_DFL);
 }
 
 int main(void)

@@ -6,15 +6,12 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,7 +27,8 @@
 #include "macro.h"
 #include "keys/seal.h"
 #include "keys/signer.h"
-#include "stderr_capture.h"
+#define TESTUTIL_MASTER_KEY
+#include "testutil.h"
 
 #define T0     INT64_C(1700000000)
 #define PERIOD 100
@@ -42,43 +40,16 @@ static MasterKey *master;
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
 
-static MasterKey *hand_master(const char *source)
-{
-        unsigned char raw[MASTER_KEY_BYTES];
-        MasterKey *m = NULL;
-
-        randombytes_buf(raw, sizeof(raw));
-        assert_int_equal(master_key_new(raw, source, &m), 0);
-        sodium_memzero(raw, sizeof(raw));
-        return m;
-}
-
-static void master_key_freep(MasterKey **m)
-{
-        master_key_free(*m);
-}
-
 static void keystore_closep(KeyStore **ks)
 {
         keystore_close(*ks);
 }
 
-static void json_decrefp_(json_t **j)
-{
-        json_decref(*j);
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path);
-}
-
 static int setup(void **state)
 {
-        snprintf(dir, sizeof(dir), "/tmp/test-keys-XXXXXX");
-        if (!mkdtemp(dir) || chmod(dir, 0700) < 0)
+        if (tmpdir_make(dir, sizeof(dir), "keys") < 0 || chmod(dir, 0700) < 0)
                 return -1;
-        master = hand_master("test master key");
+        master = master_key_random("test master key");
         return 0;
 }
 
@@ -86,7 +57,7 @@ static int teardown(void **state)
 {
         master_key_free(master);
         master = NULL;
-        return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        return tmpdir_remove(dir);
 }
 
 static KeyPolicy policy(void)
@@ -162,7 +133,7 @@ typedef struct Info {
 
 static Info info(KeyStore *ks, const char *kid)
 {
-        _cleanup_(json_decrefp_) json_t *l = keystore_list(ks);
+        _cleanup_(json_decrefp) json_t *l = keystore_list(ks);
         size_t i;
         json_t *o;
         Info x = {};
@@ -205,7 +176,7 @@ static void assert_info(KeyStore *ks, const char *kid, const char *state, int64_
 
 static size_t n_keys(KeyStore *ks)
 {
-        _cleanup_(json_decrefp_) json_t *l = keystore_list(ks);
+        _cleanup_(json_decrefp) json_t *l = keystore_list(ks);
 
         assert_non_null(l);
         return json_array_size(l);
@@ -213,7 +184,7 @@ static size_t n_keys(KeyStore *ks)
 
 static bool in_jwks(KeyStore *ks, int64_t now, const char *kid)
 {
-        _cleanup_(json_decrefp_) json_t *j = keystore_jwks(ks, now);
+        _cleanup_(json_decrefp) json_t *j = keystore_jwks(ks, now);
         json_t *keys = json_object_get(j, "keys"), *k;
         size_t i;
 
@@ -228,7 +199,7 @@ static bool in_jwks(KeyStore *ks, int64_t now, const char *kid)
 
 static size_t jwks_size(KeyStore *ks, int64_t now)
 {
-        _cleanup_(json_decrefp_) json_t *j = keystore_jwks(ks, now);
+        _cleanup_(json_decrefp) json_t *j = keystore_jwks(ks, now);
 
         return json_array_size(json_object_get(j, "keys"));
 }
@@ -272,7 +243,7 @@ static void assert_deadline(KeyStore *ks, const KeyPolicy *p, int64_t want)
  * active or two next keys of one series, or keep a retired key for other than the retention. */
 static void assert_schedule_invariants(KeyStore *ks, const KeyPolicy *p)
 {
-        _cleanup_(json_decrefp_) json_t *l = keystore_list(ks);
+        _cleanup_(json_decrefp) json_t *l = keystore_list(ks);
         unsigned n_active[_ALG_MAX] = {}, n_next[_ALG_MAX] = {};
         size_t i;
         json_t *o;
@@ -998,7 +969,7 @@ static void test_every_transition_reported(void **state)
         if (removed != n_rot)
                 fail_msg("%u retired keys removed, %u removals reported", n_rot, removed);
         assert_int_equal(jwks_size(ks, T0 + 1000), 2); /* the active key and its next key */
-        _cleanup_(json_decrefp_) json_t *l = keystore_list(ks);
+        _cleanup_(json_decrefp) json_t *l = keystore_list(ks);
         size_t i;
         json_t *o;
         json_array_foreach (l, i, o)
@@ -1087,29 +1058,6 @@ static void test_policy_changes(void **state)
 
 /* ---- sealing ------------------------------------------------------------------------------ */
 
-typedef struct Bytes {
-        unsigned char *p;
-        size_t n;
-        bool whole_only; /* DER: its framing and public parts are no secret */
-} Bytes;
-
-static Bytes slurp(const char *path)
-{
-        Bytes b = {};
-        struct stat st;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-        if (fd < 0)
-                return b;
-        assert_int_equal(fstat(fd, &st), 0);
-        b.n = (size_t) st.st_size;
-        b.p = malloc(b.n + 1);
-        assert_non_null(b.p);
-        assert_int_equal(read(fd, b.p, b.n), (ssize_t) b.n);
-        close(fd);
-        return b;
-}
-
 /* Another process's view of the database. */
 static sqlite3 *db_open(void)
 {
@@ -1171,7 +1119,7 @@ static void test_wrong_master_key(void **state)
 {
         KeyStore *ks = open_store(master);
         KeyPolicy p = policy();
-        _cleanup_(master_key_freep) MasterKey *other = hand_master("the other master key");
+        _cleanup_(master_key_freep) MasterKey *other = master_key_random("the other master key");
         int r;
 
         advance(ks, &p, T0, "key_created(EdDSA,active)");
@@ -1233,6 +1181,7 @@ static void test_wrong_master_key(void **state)
 /* Every private number of a key, as the bytes someone searching the disk would look for. */
 typedef struct Secrets {
         Bytes item[64];
+        bool whole_only[64]; /* DER: its framing and public parts are no secret */
         size_t n;
 } Secrets;
 
@@ -1267,7 +1216,7 @@ static void collect_secrets(KeyStore *ks, Alg alg, Secrets *s)
         assert_non_null(k);
         assert_int_equal(signing_key_export(k, &priv, &len), 0);
         add_secret(s, priv, len); /* the seed, or the whole DER */
-        s->item[s->n - 1].whole_only = alg != ALG_EDDSA;
+        s->whole_only[s->n - 1] = alg != ALG_EDDSA;
         if (alg == ALG_EDDSA) {
                 assert_int_equal(len, 32);
                 add_secret(s, k->secret, 64); /* libsodium's seed || public key */
@@ -1303,7 +1252,7 @@ static void snapshot_files(Files *fs)
         static const char *const suffixes[] = {"", "-journal", "-wal", "-shm"};
 
         for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-                Bytes b = slurp(db_path(suffixes[i]));
+                Bytes b = slurp_optional(db_path(suffixes[i]));
                 if (!b.p)
                         continue;
                 assert_true(fs->n < ELEMENTSOF(fs->f));
@@ -1322,7 +1271,7 @@ static void assert_not_on_disk(const Files *fs, const Secrets *s)
                         if (memmem(fs->f[i].p, fs->f[i].n, x->p, x->n))
                                 fail_msg("secret %zu (%zu bytes) found whole in %s", j, x->n,
                                          fs->name[i]);
-                        if (x->whole_only)
+                        if (s->whole_only[j])
                                 continue;
                         for (size_t off = 0; off + 16 <= x->n; off += x->n <= 64 ? 1 : 8)
                                 if (memmem(fs->f[i].p, fs->f[i].n, x->p + off, 16))
@@ -1495,26 +1444,11 @@ static void test_sealed_blob_bound_to_kid(void **state)
 
 /* ---- a write that fails ------------------------------------------------------------------- */
 
-/* RLIMIT_FSIZE fails every file write past the limit with EFBIG, for root too, so SQLite cannot
- * write its journal or the database: a disk that refuses writes, on demand. */
-static struct rlimit saved_fsize;
-
-static void writes_fail(void)
-{
-        struct rlimit rl;
-
-        capture_begin();
-        assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
-        rl = saved_fsize;
-        rl.rlim_cur = 1;
-        assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
-}
-
-/* Disk writes work again; the failure was logged once, naming the store. */
+/* Disk writes work again (writes_fail() made them fail, testutil.h); the failure was logged
+ * once, naming the store. */
 static void writes_work(void)
 {
-        assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved_fsize), 0);
-        _cleanup_free_ char *log = capture_end();
+        _cleanup_free_ char *log = writes_restore();
         assert_logged(log, db_path(""));
         if (strstr(log, "cannot rollback"))
                 fail_msg("a failed write logs a second, misleading error: %s", log);
@@ -1527,8 +1461,6 @@ static void test_failed_write_changes_nothing(void **state)
         KeyEvents ev = {};
         char a[KID_LEN + 1], n[KID_LEN + 1];
         int r;
-
-        signal(SIGXFSZ, SIG_IGN);
 
         /* The first key cannot be stored: there is none, in memory or on disk. */
         writes_fail();
@@ -1590,7 +1522,6 @@ static void test_failed_write_changes_nothing(void **state)
         assert_string_equal(active(ks, ALG_EDDSA), n);
         assert_info(ks, a, "retired", T0, T0, T0 + 100, T0 + 130);
         keystore_close(ks);
-        signal(SIGXFSZ, SIG_DFL);
 }
 
 int main(void)

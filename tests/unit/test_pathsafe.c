@@ -2,7 +2,6 @@
  * one thing, and shows the check refuses it with a message naming the path and the modes. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +17,7 @@
 
 #include "macro.h"
 #include "pathsafe.h"
+#include "testutil.h"
 
 static char root[PATH_MAX];
 static char err[512];
@@ -26,13 +26,7 @@ static char err[512];
  * several of them. */
 static const char *P(const char *rel)
 {
-        static char bufs[8][PATH_MAX];
-        static unsigned i;
-        char *b = bufs[i++ % 8];
-
-        if (snprintf(b, PATH_MAX, "%s/%s", root, rel) >= PATH_MAX)
-                fail_msg("path too long");
-        return b;
+        return path_below(root, rel);
 }
 
 /* mkdir + chmod: the mode must not depend on the umask. */
@@ -79,15 +73,9 @@ static void assert_err_contains(const char *fmt, ...)
                 fail_msg("error message \"%s\"\n  does not contain \"%s\"", err, want);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path);
-}
-
 static int setup(void **state)
 {
-        snprintf(root, sizeof(root), "/tmp/test-pathsafe-XXXXXX");
-        if (!mkdtemp(root))
+        if (tmpdir_make(root, sizeof(root), "pathsafe") < 0)
                 return -1;
         /* mkdtemp makes 0700; the tests want a chain that is safe unless they break it. */
         if (chmod(root, 0755) < 0)
@@ -99,7 +87,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
         umask(022);
-        return nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        return tmpdir_remove(root);
 }
 
 static void test_safe_tree_accepted(void **state)

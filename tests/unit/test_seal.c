@@ -5,7 +5,6 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,22 +18,16 @@
 
 #include "macro.h"
 #include "keys/seal.h"
+#define TESTUTIL_MASTER_KEY
+#include "testutil.h"
 
 #define OTHER_UID 4001
 
 static char root[64];
-static char logpath[128];
-static char logbuf[8192];
-static int saved_stderr = -1;
 
 static const char *P(const char *rel)
 {
-        static char bufs[16][512];
-        static unsigned i;
-        char *b = bufs[i++ % 16];
-
-        snprintf(b, sizeof(bufs[0]), "%s/%s", root, rel);
-        return b;
+        return path_below(root, rel);
 }
 
 static void write_file(const char *path, const void *data, size_t len, mode_t mode)
@@ -59,60 +52,11 @@ static size_t read_file(const char *path, unsigned char *buf, size_t max)
         return (size_t) n;
 }
 
-static void master_key_freep(MasterKey **m)
-{
-        master_key_free(*m);
-}
-
-static MasterKey *hand_key(void)
-{
-        unsigned char raw[MASTER_KEY_BYTES];
-        MasterKey *m = NULL;
-
-        randombytes_buf(raw, sizeof(raw));
-        assert_int_equal(master_key_new(raw, "test", &m), 0);
-        sodium_memzero(raw, sizeof(raw));
-        return m;
-}
-
-/* What the daemon logs, so a test can check that a refusal names the path and the modes. */
-static void capture_begin(void)
-{
-        int fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-        assert_true(fd >= 0);
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        assert_true(saved_stderr >= 0);
-        assert_true(dup2(fd, STDERR_FILENO) >= 0);
-        close(fd);
-}
-
-static const char *capture_end(void)
-{
-        size_t n;
-
-        fflush(stderr);
-        assert_true(dup2(saved_stderr, STDERR_FILENO) >= 0);
-        close(saved_stderr);
-        saved_stderr = -1;
-        n = read_file(logpath, (unsigned char *) logbuf, sizeof(logbuf) - 1);
-        logbuf[n] = '\0';
-        unlink(logpath);
-        return logbuf;
-}
-
-static void assert_logged(const char *log, const char *want)
-{
-        if (!strstr(log, want))
-                fail_msg("log \"%s\"\n  does not contain \"%s\"", log, want);
-}
-
 /* master_key_load() refuses `path` with `want_r`, returns nothing and logs each of `want`. */
 static void assert_load_refused(const char *path, int want_r, const char *const *want)
 {
         MasterKey *m = (MasterKey *) 0x1;
-        const char *log;
+        _cleanup_free_ char *log = NULL;
         int r;
 
         capture_begin();
@@ -125,17 +69,10 @@ static void assert_load_refused(const char *path, int want_r, const char *const 
                 assert_logged(log, *want);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path);
-}
-
 static int setup(void **state)
 {
-        snprintf(root, sizeof(root), "/tmp/test-seal-XXXXXX");
-        if (!mkdtemp(root))
+        if (tmpdir_make(root, sizeof(root), "seal") < 0)
                 return -1;
-        snprintf(logpath, sizeof(logpath), "%s.log", root);
         unsetenv("CREDENTIALS_DIRECTORY");
         return 0;
 }
@@ -143,14 +80,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
         unsetenv("CREDENTIALS_DIRECTORY");
-        return nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        return tmpdir_remove(root);
 }
 
 /* ---- sealing ------------------------------------------------------------------------------ */
 
 static void test_round_trip(void **state)
 {
-        _cleanup_(master_key_freep) MasterKey *m = hand_key();
+        _cleanup_(master_key_freep) MasterKey *m = master_key_random("test");
         static const unsigned char plain[] = "a 32-byte seed, or a DER key ...";
         unsigned char *blob = NULL, *out = NULL;
         size_t blob_len = 0, out_len = 0;
@@ -189,8 +126,8 @@ static void assert_unseal_refused(const MasterKey *m, const char *purpose, const
 
 static void test_unseal_refuses_other_context(void **state)
 {
-        _cleanup_(master_key_freep) MasterKey *m = hand_key();
-        _cleanup_(master_key_freep) MasterKey *other = hand_key();
+        _cleanup_(master_key_freep) MasterKey *m = master_key_random("test");
+        _cleanup_(master_key_freep) MasterKey *other = master_key_random("test");
         static const unsigned char plain[] = "secret";
         _cleanup_free_ unsigned char *blob = NULL;
         size_t len;
@@ -217,7 +154,7 @@ static void test_unseal_refuses_other_context(void **state)
 
 static void test_unseal_refuses_tampering(void **state)
 {
-        _cleanup_(master_key_freep) MasterKey *m = hand_key();
+        _cleanup_(master_key_freep) MasterKey *m = master_key_random("test");
         static const unsigned char plain[] = "a private key, 40 bytes long, give or ta";
         _cleanup_free_ unsigned char *blob = NULL, *copy = NULL;
         size_t len;
@@ -251,7 +188,7 @@ static void test_unseal_refuses_tampering(void **state)
 
 static void test_seal_nonce_random(void **state)
 {
-        _cleanup_(master_key_freep) MasterKey *m = hand_key();
+        _cleanup_(master_key_freep) MasterKey *m = master_key_random("test");
         static const unsigned char plain[32] = {0};
         _cleanup_free_ unsigned char *a = NULL, *b = NULL;
         size_t la, lb;
@@ -286,7 +223,7 @@ static void test_generate(void **state)
         /* O_EXCL: never overwritten, the file stays as it was. */
         capture_begin();
         int r = master_key_generate(path);
-        const char *log = capture_end();
+        _cleanup_free_ char *log = capture_end();
         assert_int_equal(r, -EEXIST);
         assert_logged(log, path);
         assert_int_equal(read_file(path, again, sizeof(again)), MASTER_KEY_BYTES);
@@ -298,7 +235,7 @@ static void test_generate(void **state)
         assert_int_equal(symlink(P("elsewhere.key"), P("link.key")), 0);
         capture_begin();
         r = master_key_generate(P("link.key"));
-        capture_end();
+        free(capture_end());
         assert_true(r < 0);
         assert_int_equal(access(P("elsewhere.key"), F_OK), -1);
 
@@ -328,7 +265,7 @@ static void test_generate_unsafe_dir(void **state)
 
         capture_begin();
         int r = master_key_generate(P("gw/master.key"));
-        const char *log = capture_end();
+        _cleanup_free_ char *log = capture_end();
         assert_int_equal(r, -EPERM);
         assert_logged(log, P("gw"));
         assert_logged(log, "0770");

@@ -26,11 +26,6 @@
 #include "macro.h"
 #include "keys/signer.h"
 
-static void json_decrefp_(json_t **j)
-{
-        json_decref(*j);
-}
-
 static void evp_pkey_freep(EVP_PKEY **p)
 {
         EVP_PKEY_free(*p);
@@ -126,7 +121,7 @@ static void assert_header(const SigningKey *k)
 {
         size_t n;
         _cleanup_free_ unsigned char *raw = unb64(k->header_b64, &n);
-        _cleanup_(json_decrefp_) json_t *h = json_loadb((const char *) raw, n, 0, NULL);
+        _cleanup_(json_decrefp) json_t *h = json_loadb((const char *) raw, n, 0, NULL);
 
         assert_non_null(h);
         assert_int_equal(json_object_size(h), 3);
