@@ -24,7 +24,7 @@ void server_record(Server *s, const char *event, json_t *fields)
                 return;
         }
         /* Lifecycle records are not waited for; the grant log keeps and retries them. */
-        (void) grantlog_store_submit(s->log, rec, now, NULL, NULL);
+        (void) grantlog_store_submit(s->log, rec, now, false, NULL, NULL);
 }
 
 static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP};

@@ -106,9 +106,10 @@ static void sink_expect(Issuance *s, int delta)
                 s->deps.sink.expect(s->deps.sink.ctx, delta);
 }
 
-/* Decides, mints, builds the record and hands it to the grant log. The job may be answered and
- * freed (on the loop) as soon as it is handed over. */
-static void job_work(TokenJob *j)
+/* Decides, mints, builds the record and hands it to the grant log; false when it answered the
+ * job without a record. The job may be answered and freed (on the loop) as soon as it is handed
+ * over. */
+static bool job_work(TokenJob *j)
 {
         const TokenRequest *req = &j->req;
         GrantlogDecision rec = {.peer = j->caller->peer,
@@ -129,7 +130,7 @@ static void job_work(TokenJob *j)
                                   req->n_scopes, req->has_ttl, req->ttl, &d);
                 if (r < 0) {
                         job_internal(j, r, "Cannot decide a token request");
-                        return;
+                        return false;
                 }
         }
         rec.granted = d.reason == DENY_NONE;
@@ -140,14 +141,14 @@ static void job_work(TokenJob *j)
                         log_error("No active %s key", alg_to_string(d.rule->alg));
                         decision_done(&d);
                         job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
-                        return;
+                        return false;
                 }
                 r = jwt_mint(j->key, j->config->issuer, d.subject, req->audience, req->scopes,
                              req->n_scopes, j->time_ms / 1000, d.ttl, &j->minted);
                 if (r < 0) {
                         decision_done(&d);
                         job_internal(j, r, "Cannot sign token");
-                        return;
+                        return false;
                 }
                 j->status = ISSUE_GRANTED;
                 rec.subject = d.subject;
@@ -165,14 +166,19 @@ static void job_work(TokenJob *j)
         decision_done(&d);
         if (!record) {
                 job_internal(j, -ENOMEM, "Cannot build the grant record");
-                return;
+                return false;
         }
-        /* The answer waits for the commit (job_committed). */
-        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, job_committed, j);
+        /* The answer waits for the commit (job_committed). Queued, the record settles its
+         * announcement. */
+        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, true,
+                                     job_committed, j);
+        if (r >= 0)
+                return true;
         if (r == -ESHUTDOWN)
                 job_post(j, ISSUE_UNAVAILABLE, "the broker is stopping; retry later");
-        else if (r < 0)
+        else
                 job_internal(j, r, "Cannot queue the grant record");
+        return false;
 }
 
 /* On a worker. */
@@ -181,10 +187,10 @@ static void job_run(WorkerJob *w)
         TokenJob *j = (TokenJob *) ((char *) w - offsetof(TokenJob, work));
         Issuance *s = j->svc;
 
-        job_work(j);
-        /* Its record is with the grant log now (or will never be): a commit need not wait for
-         * it any longer. */
-        sink_expect(s, -1);
+        /* A record that will never come: a commit need not wait for it any longer. (One handed
+         * over settled its announcement as it was queued.) */
+        if (!job_work(j))
+                sink_expect(s, -1);
 }
 
 int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_done_t done,

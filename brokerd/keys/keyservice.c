@@ -72,7 +72,7 @@ static void audit_event(KeyService *ks, const KeyEvent *e)
                    e->other_kid[0] ? " / " : "", e->other_kid);
         rec = f ? grantlog_record_new(e->event, now, f) : NULL;
         /* Lifecycle records are not waited for; the grant log keeps and retries them. */
-        if (!rec || ks->sink.submit(ks->sink.ctx, rec, now, NULL, NULL) < 0)
+        if (!rec || ks->sink.submit(ks->sink.ctx, rec, now, false, NULL, NULL) < 0)
                 log_error("%s of key %s could not be queued for the grant log", e->event, e->kid);
 }
 

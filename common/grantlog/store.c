@@ -451,8 +451,8 @@ fail:
         return r;
 }
 
-int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, grantlog_done_t done,
-                          void *userdata)
+int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, bool announced,
+                          grantlog_done_t done, void *userdata)
 {
         _cleanup_(json_decrefp) json_t *rec = record;
         AuditItem *i = calloc(1, sizeof(AuditItem));
@@ -478,9 +478,12 @@ int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, gra
         }
         list_append(&a->pending, i);
         a->n_pending++;
-        /* A gathering writer is woken by the last expected record (grantlog_store_expect()),
-         * or by a full batch. */
-        bool wake = a->writer_idle || (a->writer_gathers && a->n_pending >= BATCH_MAX);
+        /* Here, under the lock that queues it, so a writer never waits for a record it has. */
+        if (announced)
+                a->expected--;
+        /* A gathering writer is woken by the last expected record, or by a full batch. */
+        bool wake = a->writer_idle ||
+                    (a->writer_gathers && (a->expected == 0 || a->n_pending >= BATCH_MAX));
         pthread_mutex_unlock(&a->lock);
         if (wake)
                 pthread_cond_signal(&a->wake);
@@ -524,10 +527,10 @@ void grantlog_store_close(GrantlogStore *a)
         free(a);
 }
 
-static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done_t done,
-                       void *userdata)
+static int sink_submit(void *ctx, json_t *record, int64_t time_ms, bool announced,
+                       grantlog_done_t done, void *userdata)
 {
-        return grantlog_store_submit(ctx, record, time_ms, done, userdata);
+        return grantlog_store_submit(ctx, record, time_ms, announced, done, userdata);
 }
 
 static void sink_expect(void *ctx, int delta)

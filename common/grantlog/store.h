@@ -26,8 +26,8 @@ typedef void (*grantlog_done_t)(int result, void *userdata);
  * records what it is given and answers as the test says. `submit` has the contract of
  * grantlog_store_submit(). */
 typedef struct GrantSink {
-        int (*submit)(void *ctx, json_t *record, int64_t time_ms, grantlog_done_t done,
-                      void *userdata);
+        int (*submit)(void *ctx, json_t *record, int64_t time_ms, bool announced,
+                      grantlog_done_t done, void *userdata);
         void (*expect)(void *ctx, int delta); /* grantlog_store_expect(); may be NULL */
         void *ctx;
 } GrantSink;
@@ -38,16 +38,18 @@ int grantlog_store_open(const char *path, const GrantlogOptions *opt, const Gran
                         GrantlogStore **ret);
 
 /* Queues a record: an object with "time", "event" and the event's fields (see
- * grantlog/record.h); the log adds "seq" and "prev_hash". Takes over the reference. `done`
+ * grantlog/record.h); the log adds "seq" and "prev_hash". Takes over the reference.
+ * `announced`: it was announced with grantlog_store_expect() (settled on success). `done`
  * (may be NULL: a lifecycle record no caller waits for, kept and retried while the log cannot
  * be written) is never called from inside this function. Returns -ENOMEM, -EINVAL (not a
  * record) or -ESHUTDOWN only; write failures are reported through `done`. */
-int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, grantlog_done_t done,
-                          void *userdata);
+int grantlog_store_submit(GrantlogStore *a, json_t *record, int64_t time_ms, bool announced,
+                          grantlog_done_t done, void *userdata);
 
-/* Announces records that are on their way (+1 each) or no longer (-1, after submitting them
- * or giving up): while some are announced, a commit waits a little for them, so concurrent
- * requests share one commit (group commit with siblings). Thread-safe. */
+/* Announces records that are on their way (+1 each), or no longer (-1, when one will not be
+ * submitted after all; a record submitted with `announced` settles its announcement as it is
+ * queued): while some are announced, a commit waits a little for them, so concurrent requests
+ * share one commit (group commit with siblings). Thread-safe. */
 void grantlog_store_expect(GrantlogStore *a, int delta);
 
 /* The store as a sink. */

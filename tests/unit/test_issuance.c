@@ -87,8 +87,8 @@ typedef struct FakeSink {
         SinkItem *head, *tail;
 } FakeSink;
 
-static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done_t done,
-                       void *userdata)
+static int sink_submit(void *ctx, json_t *record, int64_t time_ms, bool announced,
+                       grantlog_done_t done, void *userdata)
 {
         FakeSink *s = ctx;
         /* The reference is the sink's, whatever happens (as with the store). No cmocka asserts
@@ -98,7 +98,8 @@ static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done
 
         json_decref(record);
         atomic_fetch_add(&s->submits, 1);
-        if (atomic_load(&s->expected) < 1)
+        /* every token record is announced before it is submitted */
+        if (!announced || atomic_load(&s->expected) < 1)
                 atomic_store(&s->expect_violation, true);
         if (!text)
                 return -ENOMEM;
@@ -137,6 +138,8 @@ static int sink_submit(void *ctx, json_t *record, int64_t time_ms, grantlog_done
                 pthread_cond_signal(&s->wake);
         }
         pthread_mutex_unlock(&s->lock);
+        /* queued: the record settles its announcement, as the store's does */
+        atomic_fetch_sub(&s->expected, 1);
         if (!item)
                 done(s->result, userdata);
         return 0;
