@@ -9,9 +9,9 @@
 #include <stddef.h>
 
 #include "grantlog/export.h"
+#include "grantlog/reader.h"
 
 #define AUDIT_PINS_MAX    16
-#define AUDIT_THREADS_MAX 16
 
 typedef struct AuditToolArgs {
         const char *database;

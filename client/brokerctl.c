@@ -259,11 +259,11 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                 case OPT_THREADS: {
                         char *end;
                         long t = strtol(optarg, &end, 10);
-                        if (end == optarg || *end || t < 1 || t > AUDIT_THREADS_MAX) {
+                        if (end == optarg || *end || t < 1 || t > GRANTLOG_THREADS_MAX) {
                                 fprintf(stderr,
                                         "brokerctl: --threads must be between 1 and %u, got "
                                         "\"%s\"\n",
-                                        AUDIT_THREADS_MAX, optarg);
+                                        GRANTLOG_THREADS_MAX, optarg);
                                 return EXIT_USAGE;
                         }
                         a->audit.threads = (int) t;

@@ -348,7 +348,6 @@ static int render(Reader *r, int64_t lo, int64_t hi, FILE *out, uint64_t *rows, 
 
 #define BLOCK_RECORDS        500   /* divides the progress step: the count is exact */
 #define PARALLEL_RECORDS_MIN 20000 /* per thread; below it one thread is faster */
-#define THREADS_MAX          16
 
 typedef struct Block {
         char *text;
@@ -377,7 +376,7 @@ struct Export {
         pthread_mutex_t lock;
         pthread_cond_t changed;
         bool stop;
-        Worker workers[THREADS_MAX];
+        Worker workers[GRANTLOG_THREADS_MAX];
 };
 
 static void block_range(const Export *x, uint64_t b, int64_t *lo, int64_t *hi)
@@ -512,16 +511,6 @@ static void start_workers(Export *x, size_t n)
         }
 }
 
-static size_t thread_count(const GrantlogExportOptions *o, uint64_t span)
-{
-        size_t n;
-
-        if (o->threads > 0)
-                return MIN((size_t) o->threads, (size_t) THREADS_MAX);
-        n = MAX(1u, MIN((size_t) sysconf(_SC_NPROCESSORS_ONLN), (size_t) THREADS_MAX));
-        return span < PARALLEL_RECORDS_MIN * n ? 1 : n;
-}
-
 /* The events to keep as the JSON array ?3 binds, or NULL for all. */
 static int events_json(const GrantlogExportOptions *o, char **ret)
 {
@@ -583,7 +572,7 @@ int grantlog_export(const GrantlogExportOptions *o, char *err, size_t errlen)
          * file could fill: a damaged log with seqs far apart would be cut into empty blocks. */
         if ((o->format != GRANTLOG_FORMAT_JSONL || o->threads > 0) && span > 0 &&
             span <= records_max(r.db)) {
-                size_t n = thread_count(o, span);
+                size_t n = grantlog_thread_count(o->threads, span, PARALLEL_RECORDS_MIN);
                 if (n > 1) {
                         /* A block's buffer (~600 KiB of OCSF) is above glibc's mmap threshold,
                          * and a thread's heap is trimmed with madvise as blocks are freed:

@@ -225,3 +225,13 @@ int grantlog_reader_snapshot(sqlite3 *db)
                    ? 0
                    : -EIO;
 }
+
+size_t grantlog_thread_count(unsigned requested, uint64_t size, uint64_t per_thread_min)
+{
+        size_t n;
+
+        if (requested > 0)
+                return MIN((size_t) requested, (size_t) GRANTLOG_THREADS_MAX);
+        n = MAX(1u, MIN((size_t) sysconf(_SC_NPROCESSORS_ONLN), (size_t) GRANTLOG_THREADS_MAX));
+        return size < per_thread_min * n ? 1 : n;
+}

@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Opens a log only to read it, on read-only media and for a caller who may read the file but
  * not write beside it too (a copy handed to an auditor): SQLite's read-only WAL mode needs a
@@ -22,3 +23,10 @@ int grantlog_db_open_readonly(const char *path, sqlite3 **ret, char *err, size_t
 /* Starts a read transaction and fixes its snapshot: every read on `db` until it ends sees the
  * log as it was at this call. 0 or -EIO. */
 int grantlog_reader_snapshot(sqlite3 *db);
+
+/* Verify and export read large inputs with several threads, each on a connection of its own. */
+#define GRANTLOG_THREADS_MAX 16
+
+/* How many: `requested` (at most GRANTLOG_THREADS_MAX), or for 0 one per online CPU once the
+ * input (`size` units) gives each at least per_thread_min, else one. */
+size_t grantlog_thread_count(unsigned requested, uint64_t size, uint64_t per_thread_min);

@@ -592,16 +592,6 @@ static void check_specials(Verifier *v, Chunk *chunks, size_t n)
         free(all);
 }
 
-static size_t thread_count(const GrantlogVerifyOptions *o, uint64_t size, uint64_t per_thread_min)
-{
-        size_t n;
-
-        if (o->threads > 0)
-                return MIN((size_t) o->threads, (size_t) GRANTLOG_THREADS_MAX);
-        n = MAX(1u, MIN((size_t) sysconf(_SC_NPROCESSORS_ONLN), (size_t) GRANTLOG_THREADS_MAX));
-        return size < per_thread_min * n ? 1 : n;
-}
-
 static void report_from(const Verifier *v, GrantlogReport *ret)
 {
         ret->n_records = v->n_records;
@@ -803,7 +793,7 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, 
         if (anchor.present)
                 key_add(&v, (uint64_t) lo, anchor.kid, anchor.pub);
 
-        n_threads = thread_count(o, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
+        n_threads = grantlog_thread_count(o->threads, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
         n_threads = MIN(n_threads, (size_t) (hi - lo + 1));
         for (size_t i = 0; i < n_threads; i++) {
                 int64_t span = (hi - lo + 1) / (int64_t) n_threads;
@@ -1062,7 +1052,7 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
                 if (!S_ISREG(st.st_mode)) /* a pipe: read once, in one piece */
                         chunks[0] = (Chunk){.path = path, .in = f};
                 else {
-                        n_threads = thread_count(o, (uint64_t) st.st_size, PARALLEL_BYTES_MIN);
+                        n_threads = grantlog_thread_count(o->threads, (uint64_t) st.st_size, PARALLEL_BYTES_MIN);
                         n_threads = MIN(n_threads, (size_t) MAX(st.st_size, 1));
                         if (split_file(f, path, st.st_size, chunks, n_threads) < 0) {
                                 snprintf(err, sizeof(err), "cannot read %s: %m", path);

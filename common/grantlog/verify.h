@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "grantlog/format.h"
+#include "grantlog/reader.h"
 
 typedef struct GrantlogTrust {
         const char *const *pins; /* base64url public keys or key ids */
@@ -66,8 +67,6 @@ typedef struct GrantlogVerifyOptions {
         GrantlogTrust trust;
         unsigned threads; /* 0: one per online CPU for a large input, else this many (<= 16) */
 } GrantlogVerifyOptions;
-
-#define GRANTLOG_THREADS_MAX 16
 
 void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o,
                               GrantlogReport *ret);
