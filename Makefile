@@ -6,6 +6,8 @@
 #                        plain and under ASan+UBSan
 #   make unit [T=test_escape]                     unit tests, or one of them
 #   make integration [T=test_tokens.TokenTest.test_x]   integration tests (root), or some
+#   make fuzz [FUZZ_SECONDS=60] [T=frame]   each libFuzzer harness of tests/fuzz/ (clang-14,
+#                        ASan+UBSan) for that long, on its seeds in tests/fuzz/<target>/
 #   make bench           throughput/latency figures (see tests/bench/)
 #   make demo            start a broker on an embedded config, issue/verify/audit a token
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -64,7 +66,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 .PHONY: all check check-quick unit integration layering check-asan bench demo deps install clean \
-	format
+	format fuzz fuzz-build fuzz-check
 all: $(BUILD)/brokerd $(BUILD)/brokerctl $(BUILD)/libbroker.a $(BUILD)/libbroker.so.0
 
 $(BUILD)/obj/%.o: %.c
@@ -137,11 +139,67 @@ check-asan:
 
 check: all layering
 	$(MAKE) unit integration
+	$(MAKE) fuzz-check
 	$(MAKE) check-asan
 
 check-quick: all layering
 	$(MAKE) unit
 	$(MAKE) SAN=1 BUILD=build/asan unit
+
+# Fuzzing: one libFuzzer harness per parser, tests/fuzz/<target>.c, with its seed corpus in
+# tests/fuzz/<target>/ (and an optional libFuzzer dictionary tests/fuzz/<target>.dict). Adding
+# a harness is adding those; nothing here names a target. Everything is built with clang, the
+# code under test instrumented for coverage and with ASan+UBSan (every finding aborts), in
+# $(BUILD)/fuzz/. A run keeps what it learns in $(BUILD)/fuzz/corpus/<target>/ (the seeds are
+# only read) and a crashing input in $(BUILD)/fuzz/crash/; see tests/fuzz/README.md.
+FUZZ_CC            ?= clang-14
+FUZZ_SECONDS       ?= 60
+FUZZ_CHECK_SECONDS ?= 10
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_ALL     := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/*.c))
+ifneq ($(T),)
+ifneq ($(filter fuzz fuzz-check fuzz-build,$(MAKECMDGOALS)),)
+ifeq ($(wildcard tests/fuzz/$(T).c),)
+$(error make fuzz: no harness named '$(T)'; the names are those of tests/fuzz/*.c)
+endif
+endif
+endif
+FUZZ_TARGETS := $(if $(and $(T),$(filter fuzz fuzz-check fuzz-build,$(MAKECMDGOALS))),$(T),$(FUZZ_ALL))
+FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+# clang, unlike gcc, also calls a variable unused when only its cleanup attribute uses it: a
+# warning here, not a build failure, since the plain build (gcc) is the one that gates it.
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -fno-omit-frame-pointer $(WARN) -Wno-error=unused-variable \
+                $(FUZZ_SAN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+fuzz_obj = $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(1))
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC [fuzz] $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/libcore.a: $(call fuzz_obj,$(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS))
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_DIR)/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(FUZZ_DIR)/libcore.a
+	$(if $(Q),@echo "  LD [fuzz] $@")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_DIR)/libcore.a \
+		$(PKG_LIBS) -lpthread
+
+fuzz-build: $(FUZZ_BINS)
+
+# One make target per harness, so that -j2 runs two at a time.
+FUZZ_RUNS := $(addprefix fuzz-run-,$(FUZZ_TARGETS))
+.PHONY: $(FUZZ_RUNS)
+$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/%
+	@tests/fuzz/run.sh $(FUZZ_DIR)/$* tests/fuzz/$* $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+fuzz: $(FUZZ_RUNS)
+
+# What make check runs: every harness briefly, seeds (and regression inputs) first.
+fuzz-check:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS)
 
 bench: all $(BENCH_BINS)
 	BROKER_BUILD=$(abspath $(BUILD)) tests/bench/run

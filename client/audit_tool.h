@@ -11,7 +11,7 @@
 #include "grantlog/export.h"
 #include "grantlog/reader.h"
 
-#define AUDIT_PINS_MAX    16
+#define AUDIT_PINS_MAX 16
 
 typedef struct AuditToolArgs {
         const char *database;

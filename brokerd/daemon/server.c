@@ -49,20 +49,39 @@ static int on_sighup(sd_event_source *src, const struct signalfd_siginfo *si, vo
         return 0;
 }
 
+/* The directories brokerd creates names in are its own (no sticky exception): otherwise another
+ * user could create the audit database, a lock or a symlink there first. */
 static int make_state_dirs(const Config *c)
 {
+        static const char *const db_files[] = {"", "-wal", "-shm", "-journal"};
         _cleanup_free_ char *db_dir = strdup(c->audit_database);
+        _cleanup_free_ char *db_name = strdup(c->audit_database);
+        _cleanup_close_ int db_dir_fd = -EBADF;
+        const char *dir, *name;
         char err[512];
         int r;
 
-        if (!db_dir)
+        if (!db_dir || !db_name)
                 return -ENOMEM;
         r = path_make_dir(c->state_directory, 0700, true, false, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Unsafe state_directory: %s", err);
-        r = path_make_dir(dirname(db_dir), 0700, false, false, err, sizeof(err));
+        dir = dirname(db_dir);
+        name = basename(db_name);
+        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT, 0700, &db_dir_fd, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Unsafe directory for audit.database: %s", err);
+        /* SQLite opens the database and its companions by name: each that exists must be ours
+         * before anything is read from it or written to it. */
+        for (size_t i = 0; i < ELEMENTSOF(db_files); i++) {
+                _cleanup_free_ char *file = NULL;
+
+                if (asprintf(&file, "%s%s", name, db_files[i]) < 0)
+                        return -ENOMEM;
+                r = path_check_own_file(db_dir_fd, dir, file, err, sizeof(err));
+                if (r < 0)
+                        return log_error_errno(r, "Unsafe audit.database: %s", err);
+        }
         /* Checked here, before any key is made: relying parties trust what lies there. */
         if (c->publish_directory) {
                 r = path_make_dir(c->publish_directory, 0755, false, false, err, sizeof(err));
@@ -97,6 +116,10 @@ static TransportLimits transport_limits(const Config *c)
 {
         return (TransportLimits){.max_connections = c->limits.max_connections,
                                  .max_connections_per_uid = c->limits.max_connections_per_uid,
+                                 .max_connections_per_identity =
+                                     c->limits.max_connections_per_identity,
+                                 .connect_rate = c->limits.connect_rate,
+                                 .connect_burst = c->limits.connect_burst,
                                  .idle_timeout = c->limits.idle_timeout,
                                  .read_timeout = c->limits.read_timeout};
 }
@@ -214,7 +237,8 @@ int server_new(Config *config, Server **ret)
         if (r >= 0)
                 r = workers_attach_event(s->workers, s->event);
         if (r >= 0)
-                r = issuance_new(&(IssuanceDeps){.workers = s->workers,
+                r = issuance_new(&(IssuanceDeps){.event = s->event,
+                                                 .workers = s->workers,
                                                  .mailbox = s->mailbox,
                                                  .keys = {.active = active_key, .ctx = s->keys},
                                                  .sink = sink},

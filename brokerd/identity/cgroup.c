@@ -313,6 +313,7 @@ void cgroup_info_done(CgroupInfo *c)
         free(c->path);
         free(c->unit);
         free(c->container);
+        free(c->controllers);
         *c = (CgroupInfo){};
 }
 
@@ -320,7 +321,7 @@ int cgroup_info_parse(const char *text, CgroupInfo *ret)
 {
         CgroupLine l, cg2 = {}, sd = {}, first = {}, *chosen;
         unsigned n_cg2 = 0, n_sd = 0;
-        _cleanup_free_ char *path = NULL, *unit = NULL, *container = NULL;
+        _cleanup_free_ char *path = NULL, *unit = NULL, *container = NULL, *controllers = NULL;
         bool user_delegated = false;
         const char *p;
         int r;
@@ -361,6 +362,11 @@ int cgroup_info_parse(const char *text, CgroupInfo *ret)
         path = strndup(chosen->path.p, chosen->path.n);
         if (!path)
                 return -ENOMEM;
+        if (chosen != &cg2) {
+                controllers = strndup(chosen->controllers.p, chosen->controllers.n);
+                if (!controllers)
+                        return -ENOMEM;
+        }
         /* Only the trees systemd manages name units; other v1 hierarchies are often flat or
          * grouped differently (a v1 "cpu" line may still say containerd.service for a pod). */
         if (chosen != &first) {
@@ -377,6 +383,7 @@ int cgroup_info_parse(const char *text, CgroupInfo *ret)
             .unit = TAKE_PTR(unit),
             .user_delegated = user_delegated,
             .container = TAKE_PTR(container),
+            .controllers = TAKE_PTR(controllers),
         };
         return 0;
 }

@@ -11,12 +11,16 @@ typedef struct CgroupInfo {
                               * unit and container names there were chosen by that user */
         char *container;     /* "RUNTIME:ID" or NULL; RUNTIME is "unknown" when the path has an id
                               * but does not name its runtime */
+        char *controllers;   /* the hierarchy the path is in: NULL for the cgroup2 line, else the
+                              * v1 line's controllers ("name=systemd", "cpu,cpuacct") */
 } CgroupInfo;
 
 /* Parses the whole text of /proc/PID/cgroup. The cgroup2 line ("0::") decides when present;
  * otherwise the "name=systemd" v1 line; otherwise the first v1 line. The unit is derived only
  * from the cgroup2 or name=systemd line (other v1 hierarchies do not mirror units reliably).
- * Returns 0, -EBADMSG for text with no usable line, -ENOMEM. */
+ * user_delegated says only what the path's names show (a user manager); who owns the
+ * directories is cgroupfs.c's to find out. Returns 0, -EBADMSG for text with no usable line,
+ * -ENOMEM. */
 int cgroup_info_parse(const char *text, CgroupInfo *ret);
 void cgroup_info_done(CgroupInfo *c);
 

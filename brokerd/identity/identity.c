@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "identity/cgroup.h"
+#include "identity/cgroupfs.h"
 #include "macro.h"
 
 #ifndef SO_PEERPIDFD
@@ -64,20 +65,37 @@ static char *lookup_group(gid_t gid)
         return strdup(res->gr_name);
 }
 
-static int read_exe(pid_t pid, char **ret)
+/* The file the process runs and its path, from one open of the magic link: the path is where
+ * the file lies in the caller's own mount namespace (any path it likes, with a bind mount in a
+ * user namespace of its own), so only the device and inode identify it. One open keeps the
+ * two consistent even if the process execs meanwhile. */
+static int read_exe(Identity *id)
 {
         char path[64], target[PATH_MAX];
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
         ssize_t n;
 
-        snprintf(path, sizeof(path), "/proc/%d/exe", (int) pid);
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int) id->pid);
+        fd = open(path, O_PATH | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
         n = readlink(path, target, sizeof(target));
         if (n < 0)
                 return -errno;
         if ((size_t) n >= sizeof(target))
                 return -ENAMETOOLONG;
         target[n] = 0;
-        *ret = strdup(target);
-        return *ret ? 0 : -ENOMEM;
+        id->exe = strdup(target);
+        if (!id->exe)
+                return -ENOMEM;
+        id->has_exe_file = true;
+        id->exe_dev = st.st_dev;
+        id->exe_ino = st.st_ino;
+        return 0;
 }
 
 static int read_cgroup(pid_t pid, CgroupInfo *ret)
@@ -162,17 +180,19 @@ int identity_read_process(Identity *id)
 
         /* exe may be unreadable (a zombie, a kernel thread); the rule matcher treats a
          * missing exe as not matching any exe pattern. */
-        (void) read_exe(id->pid, &id->exe);
+        (void) read_exe(id);
 
         r = read_cgroup(id->pid, &cg);
         if (r == -ENOENT || r == -ESRCH)
                 return -ESRCH;
         if (r < 0)
                 return r;
+        /* The names say user@UID.service; the directories' owners say any other delegation. */
+        id->user_delegated = cg.user_delegated || cgroupfs_delegated(cg.controllers, cg.path);
         id->cgroup = TAKE_PTR(cg.path);
         id->unit = TAKE_PTR(cg.unit);
-        id->user_delegated = cg.user_delegated;
         id->container = TAKE_PTR(cg.container);
+        cgroup_info_done(&cg);
 
         /* pidfd check after the /proc reads: if the process exited meanwhile, its PID may have
          * been reused and what we read may describe another process. */
@@ -216,6 +236,8 @@ int identity_probe_kernel(void)
         if (getsockopt(a, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
                 return errno == ENOPROTOOPT ? -EPROTONOSUPPORT : -errno;
         close(pidfd);
+        /* Not fatal: without a view of the hierarchies every caller counts as delegated. */
+        (void) cgroupfs_init();
         return 0;
 }
 

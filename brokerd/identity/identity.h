@@ -16,10 +16,16 @@ typedef struct Identity {
         size_t n_groups;
         char *user;          /* passwd name of uid, NULL if none */
         char *group;         /* group name of gid, NULL if none */
-        char *exe;           /* /proc/PID/exe target, NULL if unreadable */
+        char *exe;           /* /proc/PID/exe target, NULL if unreadable: a path in the
+                              * caller's mount namespace, for records and globs only */
+        bool has_exe_file;   /* exe_dev and exe_ino are known (read with exe, from one open) */
+        dev_t exe_dev;       /* the file the process runs, as the kernel has it: what an */
+        ino_t exe_ino;       /* `exe` selector compares */
         char *cgroup;        /* path of the deciding /proc/PID/cgroup line */
         char *unit;          /* systemd unit or NULL */
-        bool user_delegated; /* cgroup lies below a user's own systemd (user@UID.service) */
+        bool user_delegated; /* cgroup lies below a directory someone other than root may
+                              * write (a user's own systemd, a Delegate= unit): unit and
+                              * container names there are that someone's choice */
         char *container;     /* "RUNTIME:ID" or NULL */
         int pidfd;           /* pins the connecting process (SO_PEERPIDFD) */
 } Identity;
@@ -31,10 +37,11 @@ typedef struct Identity {
  *   other -errno from the syscalls. */
 int identity_from_socket(int fd, Identity *ret);
 
-/* The rest, from /proc and the user database, on a worker thread: user and group names, exe,
- * cgroup (unit, container). The /proc reads are confirmed through the pidfd afterwards: if the
- * process has exited in between, its PID may have been reused and what was read may describe
- * another process, so this fails with -ESRCH. */
+/* The rest, from /proc and the user database, on a worker thread: user and group names, exe
+ * (its path and the device and inode of the file), cgroup (unit, container, and whether its
+ * directories are delegated, stat'ed where the daemon sees the hierarchy). The /proc reads are
+ * confirmed through the pidfd afterwards: if the process has exited in between, its PID may
+ * have been reused and what was read may describe another process, so this fails with -ESRCH. */
 int identity_read_process(Identity *id);
 
 /* 0 while the process that connected is alive; -ESRCH once it has exited. */
@@ -47,5 +54,6 @@ void identity_peer(const Identity *id, GrantlogPeer *ret);
 
 void identity_done(Identity *id);
 
-/* Checks at start-up that this kernel offers SO_PEERPIDFD. 0 or -EPROTONOSUPPORT. */
+/* Checks at start-up that this kernel offers SO_PEERPIDFD, and finds where the daemon sees
+ * the cgroup hierarchies (cgroupfs_init(), which logs what it lacks). 0 or -EPROTONOSUPPORT. */
 int identity_probe_kernel(void);

@@ -1,21 +1,31 @@
 #include "issuance/issuance.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "grantlog/record.h"
-#include "issuance/ratelimit.h"
+#include "issuance/denials.h"
+#include "runtime/ratelimit.h"
 #include "keys/jwt.h"
 #include "log.h"
 #include "macro.h"
 #include "policy/policy.h"
 #include "timeutil.h"
 
+/* How often the loop looks for summaries that are due: they are written within this long of
+ * their interval's end (or of free space coming back). */
+#define SUMMARY_TICK_USEC (1000 * 1000ULL)
+
 struct Issuance {
         IssuanceDeps deps;
         Config *config;
         RateLimiter *rate;
-        IssuanceStats stats; /* event loop only */
+        DenyLedger *denials;
+        sd_event_source *tick; /* on while the ledger or a request may hold counts */
+        sd_event_source *exit; /* the loop's exit: the last summaries */
+        IssuanceStats stats;   /* event loop only */
 };
 
 /* One token request, from its rate-limit check to its answer. Everything it reads it holds a
@@ -28,11 +38,12 @@ typedef struct TokenJob {
         Config *config;
         Caller *caller;
         TokenRequest req;
-        int64_t time_ms;
+        int64_t time_ms, mono_ms;
         issue_done_t done;
         void *userdata;
 
         IssueStatus status;
+        bool counted; /* a denial counted toward a summary, without a record of its own */
         char message[512];
         SigningKey *key;
         MintedToken minted;
@@ -64,8 +75,10 @@ static void job_answer(MailboxMsg *m)
                 r.expires_at = j->minted.exp;
                 r.kid = j->key->kid;
                 r.jti = j->minted.jti;
-        } else if (j->status == ISSUE_DENIED)
+        } else if (j->status == ISSUE_DENIED) {
                 s->stats.denials++;
+                s->stats.denials_counted += j->counted;
+        }
         j->done(&r, j->userdata);
         job_free(j);
 }
@@ -104,6 +117,48 @@ static void sink_expect(Issuance *s, int delta)
 {
         if (s->deps.sink.expect)
                 s->deps.sink.expect(s->deps.sink.ctx, delta);
+}
+
+/* Whether free space on the grant log's filesystem is below audit.free_space_floor. Unknown
+ * (the directory cannot be looked at) counts as not: the write itself will then tell. */
+static bool below_floor(const Config *c)
+{
+        const char *slash = strrchr(c->audit_database, '/');
+        char dir[PATH_MAX];
+        struct statvfs st;
+        size_t n;
+
+        if (!slash)
+                return false;
+        n = slash == c->audit_database ? 1 : (size_t) (slash - c->audit_database);
+        if (n >= sizeof(dir))
+                return false;
+        memcpy(dir, c->audit_database, n);
+        dir[n] = 0;
+        if (statvfs(dir, &st) < 0)
+                return false;
+        return (uint64_t) st.f_bavail * st.f_frsize <
+               config_audit_floor_bytes(&c->audit_free_space_floor,
+                                        (uint64_t) st.f_blocks * st.f_frsize);
+}
+
+/* Whether a denial gets a record of its own, or is only counted toward its uid's summary: the
+ * uid's budget for the interval, then the free-space floor (only grants are written below it). */
+static bool deny_gets_record(TokenJob *j, DenyReason reason)
+{
+        DenyLedger *l = j->svc->denials;
+        uid_t uid = j->caller->cred.uid;
+
+        switch (deny_ledger_take(l, uid, reason, j->mono_ms, j->time_ms,
+                                 j->config->audit_deny_budget, j->config->audit_deny_interval_ms)) {
+        case DENY_COUNTED:
+                return false;
+        case DENY_RECORD:
+                return !below_floor(j->config) ||
+                       !deny_ledger_count_below_floor(l, uid, reason, j->time_ms);
+        default:
+                return true;
+        }
 }
 
 /* Decides, mints, builds the record and hands it to the grant log; false when it answered the
@@ -161,6 +216,15 @@ static bool job_work(TokenJob *j)
                 j->status = ISSUE_DENIED;
                 snprintf(j->message, sizeof(j->message), "%s", d.message);
                 rec.reason = deny_reason_to_string(d.reason);
+                if (!deny_gets_record(j, d.reason)) {
+                        /* Counted toward its uid's deny_summary. A denial gives nothing away,
+                         * so it is answered now, not after that summary's commit; what a
+                         * kill -9 can lose meanwhile is a count (README §Audit). */
+                        decision_done(&d);
+                        j->counted = true;
+                        job_post(j, ISSUE_DENIED, NULL);
+                        return false;
+                }
         }
         record = grantlog_record_decision(&rec, j->time_ms);
         decision_done(&d);
@@ -170,8 +234,8 @@ static bool job_work(TokenJob *j)
         }
         /* The answer waits for the commit (job_committed). Queued, the record settles its
          * announcement. */
-        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, true,
-                                     job_committed, j);
+        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, true, job_committed,
+                                     j);
         if (r >= 0)
                 return true;
         if (r == -ESHUTDOWN)
@@ -222,6 +286,7 @@ int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_d
             .caller = caller_ref(caller),
             .req = *req,
             .time_ms = now_unix_ms(),
+            .mono_ms = (int64_t) (now_mono_usec() / 1000),
             .done = done,
             .userdata = userdata,
         };
@@ -237,6 +302,100 @@ int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_d
                 return r;
         }
         s->stats.in_flight++;
+        /* A denial may be counted: summaries are looked for until nothing is held. */
+        if (s->tick && sd_event_source_get_enabled(s->tick, NULL) == SD_EVENT_OFF) {
+                (void) sd_event_source_set_time_relative(s->tick, SUMMARY_TICK_USEC);
+                (void) sd_event_source_set_enabled(s->tick, SD_EVENT_ONESHOT);
+        }
+        return 0;
+}
+
+/* One summary on its way to the log; its counts go back to the ledger if it cannot be
+ * written. */
+typedef struct SummaryJob {
+        DenyLedger *ledger;
+        DenyTally tally;
+} SummaryJob;
+
+/* On the grant log's writer thread. */
+static void summary_committed(int result, void *userdata)
+{
+        SummaryJob *sj = userdata;
+
+        if (result < 0)
+                deny_ledger_restore(sj->ledger, &sj->tally);
+        free(sj);
+}
+
+static void submit_summary(Issuance *s, const DenyTally *t, int64_t now_ms)
+{
+        const Config *c = s->config;
+        SummaryJob *sj = malloc(sizeof(SummaryJob));
+        json_t *rec = NULL;
+        int r = -ENOMEM;
+
+        if (sj) {
+                *sj = (SummaryJob){.ledger = s->denials, .tally = *t};
+                rec = grantlog_record_deny_summary(
+                    &(GrantlogDenySummary){.uid_known = t->uid_known,
+                                           .uid = t->uid,
+                                           .reason = deny_reason_to_string(t->reason),
+                                           .count = t->count,
+                                           .below_floor = t->below_floor,
+                                           .first_ms = t->first_ms,
+                                           .last_ms = t->last_ms,
+                                           .budget = c->audit_deny_budget,
+                                           .interval_s = c->audit_deny_interval_ms / 1000},
+                    now_ms);
+        }
+        /* Not announced: nobody waits for it, and a commit need not wait for it either. */
+        if (rec)
+                r = s->deps.sink.submit(s->deps.sink.ctx, rec, now_ms, false, summary_committed,
+                                        sj);
+        if (r >= 0)
+                return;
+        deny_ledger_restore(s->denials, t);
+        free(sj);
+        if (r != -ESHUTDOWN)
+                log_error_errno(r, "Cannot queue a deny_summary record: %m");
+}
+
+void issuance_flush_denials(Issuance *s, bool close)
+{
+        _cleanup_free_ DenyTally *t = NULL;
+        int64_t now_ms = now_unix_ms();
+        int n;
+
+        if (close)
+                n = deny_ledger_close(s->denials, &t);
+        else
+                n = deny_ledger_collect(s->denials, (int64_t) (now_mono_usec() / 1000), false,
+                                        below_floor(s->config), &t);
+        if (n < 0) {
+                log_oom();
+                return;
+        }
+        for (int i = 0; i < n; i++)
+                submit_summary(s, &t[i], now_ms);
+}
+
+static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        Issuance *s = userdata;
+
+        issuance_flush_denials(s, false);
+        /* A request still in flight may yet be counted. */
+        if (!deny_ledger_busy(s->denials) && s->stats.in_flight == 0)
+                return sd_event_source_set_enabled(src, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(src, SUMMARY_TICK_USEC);
+        return sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
+}
+
+/* The loop is ending (brokerd stops): the counts go out now, ahead of the "stopped" record, and
+ * the requests still on the workers get records of their own. */
+static int on_loop_exit(sd_event_source *src, void *userdata)
+{
+        issuance_flush_denials(userdata, true);
         return 0;
 }
 
@@ -248,12 +407,22 @@ int issuance_new(const IssuanceDeps *deps, Config *config, Issuance **ret)
         if (!s)
                 return -ENOMEM;
         s->deps = *deps;
+        s->config = config_ref(config);
         r = ratelimit_new(&s->rate);
+        if (r >= 0)
+                r = deny_ledger_new(&s->denials);
+        if (r >= 0 && deps->event) {
+                r = sd_event_add_time_relative(deps->event, &s->tick, CLOCK_MONOTONIC,
+                                               SUMMARY_TICK_USEC, 100 * 1000, on_tick, s);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->tick, SD_EVENT_OFF);
+                if (r >= 0)
+                        r = sd_event_add_exit(deps->event, &s->exit, on_loop_exit, s);
+        }
         if (r < 0) {
-                free(s);
+                issuance_free(s);
                 return r;
         }
-        s->config = config_ref(config);
         *ret = s;
         return 0;
 }
@@ -262,7 +431,10 @@ void issuance_free(Issuance *s)
 {
         if (!s)
                 return;
+        sd_event_source_disable_unref(s->tick);
+        sd_event_source_disable_unref(s->exit);
         ratelimit_free(s->rate);
+        deny_ledger_free(s->denials);
         config_unref(s->config);
         free(s);
 }

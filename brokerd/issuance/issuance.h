@@ -10,7 +10,14 @@
  * the grant log's writer commits the record; the callback runs on the loop (through the
  * mailbox). A reload swaps the configuration; a request keeps the one it began with.
  * A second kind of grant (an upstream exchange) plugs in beside the local mint as another job
- * kind: the transport does not change. */
+ * kind: the transport does not change.
+ *
+ * Denials are bounded (README §Audit): each uid has audit.deny_budget records of its own per
+ * audit.deny_interval, and none while the grant log's filesystem has less free space than
+ * audit.free_space_floor; the others are counted (issuance/denials.h) and leave as deny_summary
+ * records once their interval ends and there is room. A denial gives nothing away, so a counted
+ * one is answered at once; one with a record of its own is answered after its commit, like a
+ * grant. */
 #pragma once
 
 #include <jansson.h>
@@ -60,6 +67,9 @@ typedef struct KeySource {
 } KeySource;
 
 typedef struct IssuanceDeps {
+        /* The loop whose timer writes the denials' summaries and whose exit writes the last of
+         * them. NULL (tests): only issuance_flush_denials() does. */
+        sd_event *event;
         Workers *workers;
         Mailbox *mailbox;
         KeySource keys;
@@ -83,7 +93,14 @@ int issuance_token(Issuance *s, Caller *caller, const TokenRequest *req, issue_d
 
 typedef struct IssuanceStats {
         uint64_t grants, denials, rate_limited;
-        uint64_t in_flight; /* taken, not yet answered */
+        uint64_t denials_counted; /* of the denials: counted toward a summary, no record */
+        uint64_t in_flight;       /* taken, not yet answered */
 } IssuanceStats;
 
 void issuance_stats(const Issuance *s, IssuanceStats *ret);
+
+/* On the loop: submits deny_summary records for the counts that are due (those of uids whose
+ * interval has ended, unless free space is below the floor), or, with `close`, for every count
+ * whatever the free space, after which every denial has a record of its own (the daemon is
+ * stopping). A summary that cannot be written puts its counts back for the next one. */
+void issuance_flush_denials(Issuance *s, bool close);

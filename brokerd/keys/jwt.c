@@ -42,7 +42,7 @@ int jwt_mint(const SigningKey *k, const char *issuer, const char *subject, const
 {
         unsigned char rnd[JTI_BYTES], sig[SIGNATURE_MAX], digest[crypto_hash_sha256_BYTES];
         _cleanup_(json_decrefp) json_t *claims = NULL;
-        _cleanup_free_ char *payload = NULL, *payload_b64 = NULL, *sig_b64 = NULL, *jti = NULL;
+        _cleanup_free_ char *payload = NULL, *payload_b64 = NULL, *jti = NULL;
         _cleanup_free_ char *scope = NULL;
         MintedToken t = {};
         size_t siglen;

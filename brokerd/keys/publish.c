@@ -1,8 +1,10 @@
 #include "keys/publish.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "json-util.h"
@@ -31,30 +33,61 @@ json_t *publish_discovery(const char *issuer, const bool algs[_ALG_MAX])
                          "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope");
 }
 
-static int fsync_dir(const char *dir)
+/* fsync() wants a descriptor opened for reading; the walk hands out O_PATH ones. */
+static int fsync_dir(int dir_fd)
 {
-        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
         if (fd < 0 || fsync(fd) < 0)
                 return -errno;
         return 0;
 }
 
+/* A temporary name of our own in `dir_fd`: O_EXCL, so nothing already there is opened. */
+static int create_temp(int dir_fd, const char *name, char **ret_tmp)
+{
+        for (int i = 0; i < 100; i++) {
+                _cleanup_free_ char *tmp = NULL;
+                uint32_t rnd;
+                int fd;
+
+                if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+                        return -errno;
+                if (asprintf(&tmp, ".%s.%08" PRIx32, name, rnd) < 0)
+                        return -ENOMEM;
+                fd =
+                    openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd >= 0) {
+                        *ret_tmp = TAKE_PTR(tmp);
+                        return fd;
+                }
+                if (errno != EEXIST)
+                        return -errno;
+        }
+        return -EEXIST;
+}
+
 /* Write to a temporary file in the same directory, make it durable, then rename over the old
- * one: rename(2) is atomic, so readers never see a half-written document. */
-static int write_atomic(const char *dir, const char *name, json_t *doc)
+ * one: rename(2) is atomic, so readers never see a half-written document. Everything happens
+ * relative to the directory that was checked, never through its path again. */
+static int write_atomic(int dir_fd, const char *dir, const char *name, json_t *doc)
 {
         _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
         _cleanup_free_ char *tmp = NULL, *path = NULL;
         _cleanup_close_ int fd = -EBADF;
         size_t len, off = 0;
+        char err[512];
+        int r;
 
-        if (!text || asprintf(&tmp, "%s/.%s.XXXXXX", dir, name) < 0 ||
-            asprintf(&path, "%s/%s", dir, name) < 0)
+        if (!text || asprintf(&path, "%s/%s", dir, name) < 0)
                 return -ENOMEM;
-        fd = mkostemp(tmp, O_CLOEXEC);
+        /* What we replace must be ours: only root or we could have put it there. */
+        r = path_check_own_file(dir_fd, dir, name, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Refusing to replace %s: %s", path, err);
+        fd = create_temp(dir_fd, name, &tmp);
         if (fd < 0)
-                return log_error_errno(errno, "Cannot create %s: %m", tmp);
+                return log_error_errno(fd, "Cannot create a temporary file in %s: %m", dir);
         len = strlen(text);
         while (off < len) {
                 ssize_t n = write(fd, text + off, len - off);
@@ -65,32 +98,34 @@ static int write_atomic(const char *dir, const char *name, json_t *doc)
                 off += (size_t) n;
         }
         if (write(fd, "\n", 1) != 1 || fchmod(fd, 0644) < 0 || fsync(fd) < 0 ||
-            rename(tmp, path) < 0)
+            renameat(dir_fd, tmp, dir_fd, name) < 0)
                 goto fail;
-        return fsync_dir(dir);
-fail:;
-        int r = log_error_errno(errno, "Cannot write %s: %m", path);
-        (void) unlink(tmp);
+        return fsync_dir(dir_fd);
+fail:
+        r = log_error_errno(errno, "Cannot write %s: %m", path);
+        (void) unlinkat(dir_fd, tmp, 0);
         return r;
 }
 
 int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX])
 {
         _cleanup_(json_decrefp) json_t *disc = publish_discovery(issuer, algs);
+        _cleanup_close_ int dir_fd = -EBADF, wk_fd = -EBADF;
         _cleanup_free_ char *wk = NULL;
         char err[512];
         int r;
 
         if (!disc || asprintf(&wk, "%s/.well-known", dir) < 0)
                 return log_oom();
-        /* Readable by the web server that serves it, writable only by us. */
-        r = path_make_dir(dir, 0755, false, false, err, sizeof(err));
+        /* Readable by the web server that serves it, writable only by us; walked without
+         * following a link someone else planted where a directory was to be made. */
+        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT, 0755, &dir_fd, err, sizeof(err));
         if (r >= 0)
-                r = path_make_dir(wk, 0755, false, false, err, sizeof(err));
+                r = path_open_dir(wk, PATH_CREATE | PATH_STRICT, 0755, &wk_fd, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Unsafe publish_directory: %s", err);
-        r = write_atomic(dir, "jwks.json", jwks);
+        r = write_atomic(dir_fd, dir, "jwks.json", jwks);
         if (r >= 0)
-                r = write_atomic(wk, "openid-configuration", disc);
+                r = write_atomic(wk_fd, wk, "openid-configuration", disc);
         return r;
 }

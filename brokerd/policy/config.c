@@ -12,6 +12,7 @@
 #include "json-util.h"
 #include "macro.h"
 #include "message.h"
+#include "pathsafe.h"
 #include "policy/policy.h"
 #include "policy/subject.h"
 #include "timeutil.h"
@@ -266,6 +267,81 @@ static void parse_listen(Problems *p, json_t *root, Config *c)
                 problem(p, "listen.admin", "must differ from listen.workload");
 }
 
+uint64_t config_audit_floor_bytes(const AuditFloor *f, uint64_t fs_size)
+{
+        switch (f->kind) {
+        case AUDIT_FLOOR_BYTES:
+                return f->value;
+        case AUDIT_FLOOR_PERCENT:
+                return fs_size / 100 * f->value + fs_size % 100 * f->value / 100;
+        default:
+                return MIN(AUDIT_FLOOR_DEFAULT_BYTES, fs_size / 10);
+        }
+}
+
+/* audit.free_space_floor: integer bytes, or a string: a number with K, M, G or T (powers of
+ * 1024), or a percentage of the filesystem ("5%"). */
+static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
+{
+        static const char units[] = "KMGT";
+        json_t *v = json_object_get(a, "free_space_floor");
+        const char *kp = "audit.free_space_floor", *s, *u;
+        unsigned long long n;
+        char *end;
+
+        if (!v)
+                return;
+        if (json_is_integer(v)) {
+                if (json_integer_value(v) < 0) {
+                        problem(p, kp, "must not be negative");
+                        return;
+                }
+                *ret = (AuditFloor){AUDIT_FLOOR_BYTES, (uint64_t) json_integer_value(v)};
+                return;
+        }
+        if (!json_is_string(v)) {
+                problem(p, kp,
+                        "expected bytes (integer) or a string such as \"64M\" or \"5%%\", got %s",
+                        json_type_name(v));
+                return;
+        }
+        s = json_string_value(v);
+        errno = 0;
+        n = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : (end = (char *) s, 0);
+        if (end == s || errno == ERANGE) {
+                problem(p, kp,
+                        "invalid size \"%s\": expected a number of bytes, with K, M, G or T, or a "
+                        "percentage (e.g. \"64M\", \"5%%\")",
+                        s);
+                return;
+        }
+        if (strcmp(end, "%") == 0) {
+                if (n > 100)
+                        problem(p, kp, "a percentage must be between 0 and 100, got \"%s\"", s);
+                else
+                        *ret = (AuditFloor){AUDIT_FLOOR_PERCENT, n};
+                return;
+        }
+        if (!end[0]) {
+                *ret = (AuditFloor){AUDIT_FLOOR_BYTES, n};
+                return;
+        }
+        u = end[1] == 0 ? strchr(units, end[0]) : NULL;
+        if (!u || !end[0]) {
+                problem(p, kp,
+                        "invalid size \"%s\": expected a number of bytes, with K, M, G or T, or a "
+                        "percentage (e.g. \"64M\", \"5%%\")",
+                        s);
+                return;
+        }
+        unsigned shift = 10 * (unsigned) (u - units + 1);
+        if (n > (UINT64_MAX >> shift)) {
+                problem(p, kp, "size too large: \"%s\"", s);
+                return;
+        }
+        *ret = (AuditFloor){AUDIT_FLOOR_BYTES, (uint64_t) n << shift};
+}
+
 static void parse_audit(Problems *p, json_t *root, Config *c)
 {
         bool ok;
@@ -273,6 +349,9 @@ static void parse_audit(Problems *p, json_t *root, Config *c)
 
         c->audit_checkpoint_every = 1000;
         c->audit_checkpoint_interval_ms = 60 * 1000;
+        c->audit_deny_budget = 100;
+        c->audit_deny_interval_ms = 60 * 1000;
+        c->audit_free_space_floor = (AuditFloor){AUDIT_FLOOR_DEFAULT, 0};
         if (!a)
                 return;
         check_object(p, a, "audit", &ok);
@@ -280,7 +359,8 @@ static void parse_audit(Problems *p, json_t *root, Config *c)
                 return;
         check_unknown_keys(p, a, "audit",
                            (const char *const[]){"database", "retention", "checkpoint_every",
-                                                 "checkpoint_interval", NULL});
+                                                 "checkpoint_interval", "deny_budget",
+                                                 "deny_interval", "free_space_floor", NULL});
         get_path(p, a, "audit", "database", PATH_MAX, &c->audit_database);
 
         uint64_t v;
@@ -290,6 +370,16 @@ static void parse_audit(Problems *p, json_t *root, Config *c)
                 c->audit_checkpoint_every = v;
         if (get_duration(p, a, "audit", "checkpoint_interval", 1, &v))
                 c->audit_checkpoint_interval_ms = (int64_t) v * 1000;
+        /* 0: every denial goes into a summary. */
+        if (get_uint(p, a, "audit", "deny_budget", 0, 1000000, &v))
+                c->audit_deny_budget = v;
+        if (get_duration(p, a, "audit", "deny_interval", 1, &v)) {
+                if (v > 24 * 3600)
+                        problem(p, "audit.deny_interval", "must be at most 24h");
+                else
+                        c->audit_deny_interval_ms = (int64_t) v * 1000;
+        }
+        get_audit_floor(p, a, &c->audit_free_space_floor);
 }
 
 static void parse_tokens(Problems *p, json_t *root, Config *c)
@@ -332,6 +422,9 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
         *m = (Limits){
             .max_connections = 1024,
             .max_connections_per_uid = 256,
+            .max_connections_per_identity = 64, /* a quarter of the per-uid limit */
+            .connect_rate = 200,
+            .connect_burst = 400,
             .rate = 1000,
             .burst = 2000,
             .idle_timeout = 60,
@@ -344,8 +437,9 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
                 return;
         check_unknown_keys(p, l, "limits",
                            (const char *const[]){"max_connections", "max_connections_per_uid",
-                                                 "rate", "burst", "idle_timeout", "read_timeout",
-                                                 NULL});
+                                                 "max_connections_per_identity", "connect_rate",
+                                                 "connect_burst", "rate", "burst", "idle_timeout",
+                                                 "read_timeout", NULL});
         /* As in parse_tokens(): no relation problem about a default standing in for a value
          * already reported as invalid. */
         bool ok_total = !json_object_get(l, "max_connections") ||
@@ -356,8 +450,26 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
         bool ok_rate =
             !json_object_get(l, "rate") || get_uint(p, l, "limits", "rate", 0, 10000000, &m->rate);
         get_uint(p, l, "limits", "burst", 0, 100000000, &m->burst);
+        bool ok_connect_rate =
+            !json_object_get(l, "connect_rate") ||
+            get_uint(p, l, "limits", "connect_rate", 0, 10000000, &m->connect_rate);
+        get_uint(p, l, "limits", "connect_burst", 0, 100000000, &m->connect_burst);
+        if (ok_connect_rate && m->connect_rate > 0 && m->connect_burst < 1)
+                problem(p, "limits.connect_burst",
+                        "must be at least 1 when limits.connect_rate is not 0");
         get_duration(p, l, "limits", "idle_timeout", 1, &m->idle_timeout);
         get_duration(p, l, "limits", "read_timeout", 1, &m->read_timeout);
+        bool has_per_id = json_object_get(l, "max_connections_per_identity");
+        bool ok_per_id = !has_per_id || get_uint(p, l, "limits", "max_connections_per_identity", 1,
+                                                 65536, &m->max_connections_per_identity);
+        if (!has_per_id)
+                m->max_connections_per_identity = MAX(m->max_connections_per_uid / 4, 1);
+        else if (ok_per_id && ok_per_uid &&
+                 m->max_connections_per_identity > m->max_connections_per_uid)
+                problem(p, "limits.max_connections_per_identity",
+                        "%llu is more than limits.max_connections_per_uid (%llu)",
+                        (unsigned long long) m->max_connections_per_identity,
+                        (unsigned long long) m->max_connections_per_uid);
         if (ok_total && ok_per_uid && m->max_connections_per_uid > m->max_connections)
                 problem(p, "limits.max_connections_per_uid",
                         "%llu is more than limits.max_connections (%llu)",
@@ -484,6 +596,18 @@ static void parse_match(Problems *p, json_t *m, const char *path, RuleMatch *ret
         if (get_string(p, m, path, "exe", false, PATTERN_MAX, &ret->exe) && ret->exe[0] != '/') {
                 join_path(kp, sizeof(kp), path, "exe");
                 problem(p, kp, "must be an absolute path or glob, got \"%s\"", ret->exe);
+        }
+        /* Anyone may run the program at a path and make it run their own code (LD_PRELOAD,
+         * ptrace of their own process): exe says which file runs, never who runs it. A pin
+         * given but invalid has its own problem; this one is only about a missing pin. */
+        if (ret->exe && !json_object_get(m, "uid") && !json_object_get(m, "user") &&
+            !json_object_get(m, "gid") && !json_object_get(m, "group") &&
+            !json_object_get(m, "unit")) {
+                join_path(kp, sizeof(kp), path, "exe");
+                problem(p, kp,
+                        "needs uid, user, gid, group or unit in the same match: any user can run "
+                        "the program at this path and make it run code of their own "
+                        "(LD_PRELOAD, ptrace), so exe alone identifies no one");
         }
         get_string(p, m, path, "unit", false, 256, &ret->unit);
         if (get_string(p, m, path, "cgroup", false, PATTERN_MAX, &ret->cgroup) &&
@@ -718,15 +842,40 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
         return 0;
 }
 
+/* One line for config_load()'s caller, who names the file before it. */
+static int unsafe_file(const char *why, char ***ret_errors)
+{
+        char **lines = calloc(2, sizeof(char *));
+
+        if (!lines ||
+            asprintf(&lines[0], "refusing a configuration others could change: %s", why) < 0) {
+                free(lines);
+                return -ENOMEM;
+        }
+        *ret_errors = lines;
+        return -EPERM;
+}
+
 int config_load(const char *path, Config **ret, char ***ret_errors)
 {
         _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
+        char err[512];
         size_t n;
+        int r;
 
-        f = fopen(path, "re");
+        /* Whoever can change the file grants any subject and picks the master key: it must be
+         * root's or ours, and so must be its directory (start, --check and reload alike). */
+        r = path_open_protected_file(path, &fd, err, sizeof(err));
+        if (r == -EPERM)
+                return unsafe_file(err, ret_errors);
+        if (r < 0)
+                return r;
+        f = fdopen(fd, "r");
         if (!f)
                 return -errno;
+        fd = -EBADF; /* the FILE owns it now */
         buf = malloc(CONFIG_FILE_MAX + 1);
         if (!buf)
                 return -ENOMEM;

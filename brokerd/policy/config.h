@@ -37,6 +37,10 @@ typedef struct Rule {
 typedef struct Limits {
         uint64_t max_connections;
         uint64_t max_connections_per_uid;
+        uint64_t max_connections_per_identity; /* per uid + unit + container (a quarter of
+                                                * the per-uid limit unless set) */
+        uint64_t connect_rate;                 /* new connections per second per uid; 0 disables */
+        uint64_t connect_burst;                /* bucket size */
         uint64_t rate;         /* token requests per second per identity; 0 disables */
         uint64_t burst;        /* bucket size */
         uint64_t idle_timeout; /* seconds without a request before a connection is closed */
@@ -52,6 +56,17 @@ typedef struct KeysConfig {
         unsigned rsa_bits;        /* RS256 key size (2048) */
 } KeysConfig;
 
+/* audit.free_space_floor: bytes, or a share of the filesystem's size. */
+typedef struct AuditFloor {
+        enum { AUDIT_FLOOR_DEFAULT, AUDIT_FLOOR_BYTES, AUDIT_FLOOR_PERCENT } kind;
+        uint64_t value; /* bytes, or percent (0 to 100); 0 disables the floor */
+} AuditFloor;
+
+#define AUDIT_FLOOR_DEFAULT_BYTES (64ull << 20)
+
+/* The floor in bytes on a filesystem of `fs_size` bytes. */
+uint64_t config_audit_floor_bytes(const AuditFloor *f, uint64_t fs_size);
+
 typedef struct Config {
         atomic_uint
             refs; /* a reload swaps the daemon's config; jobs keep the one they began with */
@@ -64,6 +79,12 @@ typedef struct Config {
         int64_t audit_retention_ms;           /* 0: keep everything */
         uint64_t audit_checkpoint_every;      /* records (1000) */
         int64_t audit_checkpoint_interval_ms; /* (60s) */
+        /* Denials (README §Audit): each uid gets audit_deny_budget records of its own per
+         * audit_deny_interval; beyond that, and while the log's filesystem has less free space
+         * than the floor, its denials are counted into deny_summary records. */
+        uint64_t audit_deny_budget;        /* (100) */
+        int64_t audit_deny_interval_ms;    /* (60s) */
+        AuditFloor audit_free_space_floor; /* (64 MiB, at most a tenth of the filesystem) */
         uint64_t default_ttl, max_ttl;
         Limits limits;
         KeysConfig keys;

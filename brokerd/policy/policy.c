@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "macro.h"
 #include "policy/subject.h"
@@ -29,6 +30,30 @@ static bool glob_match(const char *pattern, const char *s)
         return s && fnmatch(pattern, s, FNM_PATHNAME) == 0;
 }
 
+/* Whether the caller runs the file `pattern` names, as the daemon sees it now: a path string
+ * proves nothing, since the caller's /proc/PID/exe is a path in its own mount namespace (a bind
+ * mount in a user namespace of its own puts any program at any path). An exact path is
+ * stat'ed as configured (a symlink is followed, so "/bin/sleep" is the file at
+ * /usr/bin/sleep); for a glob, the caller's exe string must match it and the file at that path,
+ * as the daemon sees it, must be the one the caller runs. A binary replaced since the caller
+ * started ("/usr/bin/x (deleted)") is another file: no match until it restarts. */
+static bool exe_matches(const char *pattern, const Identity *id)
+{
+        const char *path = pattern;
+        struct stat st;
+
+        if (!id->exe || !id->has_exe_file)
+                return false;
+        if (strpbrk(pattern, "*?[\\")) {
+                if (!glob_match(pattern, id->exe))
+                        return false;
+                path = id->exe;
+        }
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+                return false;
+        return st.st_dev == id->exe_dev && st.st_ino == id->exe_ino;
+}
+
 bool rule_matches(const Rule *r, const Identity *id)
 {
         const RuleMatch *m = &r->match;
@@ -43,18 +68,20 @@ bool rule_matches(const Rule *r, const Identity *id)
                 return false;
         /* A selector the caller has no value for (no exe, no unit, not in a container) does
          * not hold: default deny. */
-        if (m->exe && !glob_match(m->exe, id->exe))
-                return false;
         if (m->unit && !glob_match(m->unit, id->unit))
                 return false;
-        /* Below their own systemd (user@UID.service) users name units and cgroups as they like,
-         * "docker-<id>.scope" included: there a unit or container name identifies a workload
-         * only together with the user it runs as. */
+        /* Below a cgroup directory someone other than root may write (their own systemd,
+         * user@UID.service, or a unit with Delegate=) that someone names units and cgroups as
+         * they like, "docker-<id>.scope" included: there a unit or container name identifies
+         * a workload only together with the user it runs as. */
         if ((m->unit || m->container) && id->user_delegated && !m->has_uid && !m->has_user)
                 return false;
         if (m->cgroup && !glob_match(m->cgroup, id->cgroup))
                 return false;
         if (m->container && !glob_match(m->container, id->container))
+                return false;
+        /* Last: the only selector that touches the file system. */
+        if (m->exe && !exe_matches(m->exe, id))
                 return false;
         return true;
 }

@@ -30,6 +30,9 @@ typedef struct Decision {
         uint64_t ttl;      /* on grant: effective lifetime in seconds */
 } Decision;
 
+/* Whether every selector of the rule holds for the caller. An `exe` selector stats the file it
+ * names (for a glob: the caller's exe path that matches it) as the daemon sees it now, and
+ * holds only when that is the very file the caller runs (device and inode). */
 bool rule_matches(const Rule *r, const Identity *id);
 
 /* Audience patterns are exact strings in which an asterisk may stand for one whole DNS label

@@ -3,6 +3,7 @@
 #include "transport/conn.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <sys/epoll.h>
 #include <time.h>
 
@@ -15,6 +16,10 @@
 
 #define INBUF_INITIAL 4096u
 #define USEC_PER_SEC  1000000ULL
+/* A ping proves the connection works; it does not keep it open (the idle clock runs on) and it
+ * is limited on its own: PING_BURST at once, then PING_RATE a second. */
+#define PING_RATE  2.0
+#define PING_BURST 10.0
 
 struct Conn {
         TransportShared *sh;
@@ -35,12 +40,18 @@ struct Conn {
         char *out;
         size_t out_len, out_off;
 
+        uint64_t active; /* monotonic usec of the last request that counts as use (not ping) */
+        double pings;    /* the ping bucket, refilled at PING_RATE since pinged */
+        uint64_t pinged;
+        bool identity_counted;
+
         bool busy;     /* a request is being answered, or the caller identified */
         bool closing;  /* close once the pending output is written */
         bool read_eof; /* the peer will send no more: answer what it sent, then close */
         bool closed;   /* fd gone; the struct lives until the last reference drops */
 
         WorkerJob identify; /* on a worker: read the caller's identity */
+        atomic_bool gone;   /* closed: the worker need not identify anybody */
         MailboxMsg identified;
         int identify_error;
 
@@ -75,6 +86,16 @@ bool conn_is_admin(const Conn *c)
         return c->admin;
 }
 
+bool conn_identity_counted(const Conn *c)
+{
+        return c->identity_counted;
+}
+
+void conn_set_identity_counted(Conn *c)
+{
+        c->identity_counted = true;
+}
+
 static void conn_unlink(Conn *c)
 {
         TransportShared *sh = c->sh;
@@ -98,6 +119,7 @@ void conn_close(Conn *c)
         if (c->closed)
                 return;
         c->closed = true;
+        atomic_store(&c->gone, true);
         c->io = sd_event_source_disable_unref(c->io);
         c->timer = sd_event_source_disable_unref(c->timer);
         close(c->fd);
@@ -150,7 +172,9 @@ static void conn_arm_timer(Conn *c)
                         c->in_deadline = now + usec_from_sec(l->read_timeout);
                 deadline = c->in_deadline;
         } else
-                deadline = now + usec_from_sec(l->idle_timeout);
+                /* Idle since the last request that counts, whatever came since (pings, bad
+                 * requests): a slot is not held for free. */
+                deadline = c->active + usec_from_sec(l->idle_timeout);
         c->deadline = deadline;
         if (c->armed == 0 || deadline < c->armed) {
                 (void) sd_event_source_set_time(c->timer, deadline);
@@ -259,6 +283,19 @@ static void reply_frame_error(Conn *c, const char *message)
         c->closing = true;
 }
 
+/* Whether another ping may be answered now. */
+static bool ping_allowed(Conn *c, uint64_t now)
+{
+        double refill = (double) (now - c->pinged) / USEC_PER_SEC * PING_RATE;
+
+        c->pings = MIN(PING_BURST, c->pings + refill);
+        c->pinged = now;
+        if (c->pings < 1.0)
+                return false;
+        c->pings -= 1.0;
+        return true;
+}
+
 static void conn_handle_frame(Conn *c, const uint8_t *body, uint32_t len)
 {
         _cleanup_(json_decrefp) json_t *id = NULL;
@@ -274,7 +311,15 @@ static void conn_handle_frame(Conn *c, const uint8_t *body, uint32_t len)
                 conn_queue(c, response_new_error(BROKER_ERR_BAD_REQUEST, err, id));
                 return;
         }
-        c->handler(c, &req, c->userdata);
+        if (req.op == OP_PING && !c->admin && !ping_allowed(c, now_mono_usec()))
+                conn_queue(c, response_new_error(BROKER_ERR_RATE_LIMITED,
+                                                 "too many pings on this connection; slow down",
+                                                 req.id));
+        else {
+                if (req.op != OP_PING)
+                        c->active = now_mono_usec();
+                c->handler(c, &req, c->userdata);
+        }
         request_done(&req);
 }
 
@@ -419,6 +464,13 @@ static void conn_identified(MailboxMsg *m)
                 conn_queue(
                     c, response_new_error(BROKER_ERR_INTERNAL, "cannot identify the caller", NULL));
                 c->closing = true;
+        } else if (!c->closed) {
+                BrokerErrorCode code;
+                const char *why = c->sh->on_identified(c->sh->transport, c, &code);
+                if (why) {
+                        conn_queue(c, response_new_error(code, why, NULL));
+                        c->closing = true;
+                }
         }
         conn_process(c);
         conn_unref(c);
@@ -429,7 +481,9 @@ static void conn_identify(WorkerJob *j)
 {
         Conn *c = (Conn *) ((char *) j - offsetof(Conn, identify));
 
-        c->identify_error = caller_identify(c->caller);
+        /* A caller that connected and closed at once (churn) costs no /proc or NSS reads. */
+        if (!atomic_load(&c->gone))
+                c->identify_error = caller_identify(c->caller);
         mailbox_post(c->sh->mailbox, &c->identified);
 }
 
@@ -449,7 +503,10 @@ int conn_new(TransportShared *sh, int fd, Caller *caller, bool admin, request_ha
                     .handler = handler,
                     .userdata = userdata,
                     .identify.run = conn_identify,
-                    .identified.run = conn_identified};
+                    .identified.run = conn_identified,
+                    .active = now_mono_usec(),
+                    .pings = PING_BURST};
+        c->pinged = c->active;
 
         r = sd_event_add_io(sh->event, &c->io, fd, EPOLLIN, conn_on_io, c);
         if (r >= 0)

@@ -45,27 +45,36 @@ static int take_activated(const char *name)
 static int create_socket(Listener *l, mode_t mode, bool world_search)
 {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        _cleanup_free_ char *dir_copy = strdup(l->path), *lock_path = NULL;
-        _cleanup_close_ int fd = -EBADF, lock_fd = -EBADF;
+        _cleanup_free_ char *dir_copy = strdup(l->path), *name_copy = strdup(l->path);
+        _cleanup_free_ char *lock_name = NULL, *lock_path = NULL;
+        _cleanup_close_ int fd = -EBADF, lock_fd = -EBADF, dir_fd = -EBADF;
+        const char *dir, *name;
         char err[512];
         struct stat st;
         int r;
 
-        if (!dir_copy)
+        if (!dir_copy || !name_copy)
                 return -ENOMEM;
         if (strlen(l->path) >= sizeof(sa.sun_path))
                 return log_error_errno(ENAMETOOLONG, "%s: socket path too long", l->path);
+        dir = dirname(dir_copy);
+        name = basename(name_copy);
 
-        r = path_make_dir(dirname(dir_copy), 0755, false, world_search, err, sizeof(err));
+        /* Ours alone, sticky or not: in a directory others can write, another user's lock
+         * file (held) or socket would be there first. */
+        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT | (world_search ? PATH_WORLD_SEARCH : 0),
+                          0755, &dir_fd, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Refusing socket %s: %s", l->path, err);
 
         /* One daemon per socket: a second one would unlink the first one's live socket. */
-        if (asprintf(&lock_path, "%s.lock", l->path) < 0)
+        if (asprintf(&lock_name, "%s.lock", name) < 0 ||
+            asprintf(&lock_path, "%s.lock", l->path) < 0)
                 return -ENOMEM;
-        lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (lock_fd < 0)
-                return log_error_errno(errno, "Cannot open lock %s: %m", lock_path);
+        r = path_open_own_file(dir_fd, dir, lock_name, O_RDWR | O_CREAT, 0600, &lock_fd, err,
+                               sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Refusing lock for socket %s: %s", l->path, err);
         if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
                 if (errno == EWOULDBLOCK)
                         return log_error_errno(EADDRINUSE,
@@ -76,13 +85,13 @@ static int create_socket(Listener *l, mode_t mode, bool world_search)
         }
 
         /* We hold the lock, so a socket still there is left over from a crash. */
-        if (lstat(l->path, &st) == 0) {
+        if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
                 if (!S_ISSOCK(st.st_mode))
                         return log_error_errno(EEXIST,
                                                "%s exists and is not a socket; refusing to "
                                                "replace it",
                                                l->path);
-                if (unlink(l->path) < 0)
+                if (unlinkat(dir_fd, name, 0) < 0)
                         return log_error_errno(errno, "Cannot remove stale socket %s: %m", l->path);
                 log_info("Removed stale socket %s", l->path);
         } else if (errno != ENOENT)

@@ -11,11 +11,15 @@
 #include "macro.h"
 #include "transport/admission.h"
 #include "transport/conn-private.h"
+#include "runtime/ratelimit.h"
+#include "timeutil.h"
 #include "transport/listener.h"
 
 #define ADMIN_CONNECTIONS_MAX 16
-#define ACCEPTS_PER_WAKEUP    64 /* fairness between the listeners and the connections */
-#define LISTENERS_MAX         2
+/* Enough that a backlog filled by one uid's connect/close churn drains quickly (each is refused
+ * at a few syscalls' cost), few enough that the connections still get their turn. */
+#define ACCEPTS_PER_WAKEUP 256
+#define LISTENERS_MAX      2
 /* File descriptors beyond the connection limit: listeners, databases, pidfds, the reserve. */
 #define FD_HEADROOM 64u
 
@@ -31,7 +35,9 @@ struct Transport {
         Served listeners[LISTENERS_MAX];
         size_t n_listeners;
         UidCounter uids;
-        int reserve_fd; /* closed to accept-and-refuse when out of file descriptors */
+        KeyCounter identities;
+        RateLimiter *connects; /* new workload connections per uid */
+        int reserve_fd;        /* closed to accept-and-refuse when out of file descriptors */
         uint64_t refused;
         bool stopping;
 };
@@ -52,16 +58,56 @@ static void raise_fd_limit(uint64_t max_connections)
                             (unsigned long long) max_connections);
 }
 
+/* The identity a connection counts against: uid, unit and container; below a delegated cgroup
+ * (whose names its owner chooses) or unidentified, the uid alone. */
+static int identity_key(const Caller *c, char **ret)
+{
+        bool named = c->error == 0 && !c->id.user_delegated;
+
+        return asprintf(ret, "%u\n%s\n%s", (unsigned) c->cred.uid,
+                        named && c->id.unit ? c->id.unit : "",
+                        named && c->id.container ? c->id.container : "") < 0
+                   ? -ENOMEM
+                   : 0;
+}
+
 static void on_conn_close(Transport *t, Conn *c)
 {
-        if (!conn_is_admin(c))
-                uid_counter_remove(&t->uids, conn_caller(c)->cred.uid);
+        _cleanup_free_ char *key = NULL;
+
+        if (conn_is_admin(c))
+                return;
+        uid_counter_remove(&t->uids, conn_caller(c)->cred.uid);
+        if (conn_identity_counted(c) && identity_key(conn_caller(c), &key) >= 0)
+                key_counter_remove(&t->identities, key);
+}
+
+static const char *on_identified(Transport *t, Conn *c, BrokerErrorCode *ret_code)
+{
+        _cleanup_free_ char *key = NULL;
+        int r = identity_key(conn_caller(c), &key);
+
+        if (r >= 0)
+                r = key_counter_add(&t->identities, key, t->sh.limits.max_connections_per_identity);
+        if (r == -EUSERS) {
+                t->refused++;
+                *ret_code = BROKER_ERR_RATE_LIMITED;
+                return "too many connections from this workload (its uid, unit and container); "
+                       "close some and retry";
+        }
+        if (r < 0) {
+                *ret_code = BROKER_ERR_INTERNAL;
+                return "out of memory";
+        }
+        conn_set_identity_counted(c);
+        return NULL;
 }
 
 int transport_new(sd_event *event, Workers *workers, Mailbox *mailbox,
                   const TransportLimits *limits, Transport **ret)
 {
         Transport *t = calloc(1, sizeof(Transport));
+        int r;
 
         if (!t)
                 return -ENOMEM;
@@ -70,9 +116,15 @@ int transport_new(sd_event *event, Workers *workers, Mailbox *mailbox,
                                   .mailbox = mailbox,
                                   .limits = *limits,
                                   .on_close = on_conn_close,
+                                  .on_identified = on_identified,
                                   .transport = t};
         raise_fd_limit(limits->max_connections);
         t->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        r = ratelimit_new(&t->connects);
+        if (r < 0) {
+                transport_free(t);
+                return r;
+        }
         *ret = t;
         return 0;
 }
@@ -85,6 +137,8 @@ void transport_free(Transport *t)
         for (size_t i = 0; i < t->n_listeners; i++)
                 listener_close(&t->listeners[i].l);
         uid_counter_done(&t->uids);
+        key_counter_done(&t->identities);
+        ratelimit_free(t->connects);
         if (t->reserve_fd >= 0)
                 close(t->reserve_fd);
         sd_event_unref(t->sh.event);
@@ -130,6 +184,11 @@ static void accept_and_drop(Transport *t, int lfd)
         t->refused++;
 }
 
+static uint64_t reserved(const TransportLimits *l)
+{
+        return MAX(l->max_connections / 16, (uint64_t) 1);
+}
+
 /* Whether a new connection may stay; if not, why (and with which code). Admin connections
  * have their own small allowance, so workloads filling the broker never lock the operator
  * out. For a workload connection that may stay, its uid's count has been taken. */
@@ -147,8 +206,16 @@ static const char *admit(Transport *t, bool admin, const struct ucred *cred,
                         return "too many admin connections; close some and retry";
                 return NULL;
         }
+        /* Checked first and cheaply: a uid churning connections (connect, close, again) must
+         * not fill the backlog other callers wait in, nor keep the workers identifying. */
+        *ret_code = BROKER_ERR_RATE_LIMITED;
+        if (!ratelimit_take(t->connects, cred->uid, NULL, l->connect_rate, l->connect_burst,
+                            now_mono_usec()))
+                return "too many new connections from this uid; slow down and retry";
         *ret_code = BROKER_ERR_UNAVAILABLE;
-        if (t->sh.n_conns >= l->max_connections)
+        /* The last sixteenth is root's: other uids together cannot lock it out. */
+        if (t->sh.n_conns >= l->max_connections ||
+            (cred->uid != 0 && t->sh.n_conns >= l->max_connections - reserved(l)))
                 return "broker has too many connections; retry later";
         int r = uid_counter_add(&t->uids, cred->uid, l->max_connections_per_uid);
         *ret_code = r == -EUSERS ? BROKER_ERR_RATE_LIMITED : BROKER_ERR_INTERNAL;

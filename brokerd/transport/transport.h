@@ -8,6 +8,10 @@
  * a request is being answered nothing more is read from it, so a client can never queue
  * unbounded work or memory.
  *
+ * A uid's connections are shared out among its workloads (identity: uid, unit and container),
+ * and the last sixteenth of the total is kept for root, so neither one container of a uid nor
+ * all the other uids together can lock out the rest.
+ *
  * Threads: the event loop only (identification runs on a worker and comes back through the
  * mailbox). Errors: -errno, logged. */
 #pragma once
@@ -24,10 +28,13 @@
 typedef struct Transport Transport;
 
 typedef struct TransportLimits {
-        uint64_t max_connections;         /* workload connections in all */
-        uint64_t max_connections_per_uid; /* workload connections per uid */
-        uint64_t idle_timeout;            /* seconds without a request */
-        uint64_t read_timeout;            /* seconds for a started frame, or pending output */
+        uint64_t max_connections;              /* workload connections in all; the last
+                                                * sixteenth of them is for root */
+        uint64_t max_connections_per_uid;      /* workload connections per uid */
+        uint64_t max_connections_per_identity; /* per uid + unit + container, within that */
+        uint64_t connect_rate, connect_burst;  /* new connections a second per uid; 0: none */
+        uint64_t idle_timeout;                 /* seconds without a request */
+        uint64_t read_timeout;                 /* seconds for a started frame, or pending output */
 } TransportLimits;
 
 /* Answers one request (see conn.h for how). `req` lives only for the duration of the call. */

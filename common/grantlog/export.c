@@ -19,7 +19,9 @@
 #include "timeutil.h"
 
 /* The columns, and the SQL that reads each from a stored record. "scopes" (a JSON array) is
- * joined with spaces here, not in SQL, whose group_concat() does not promise an order. */
+ * joined with spaces here, not in SQL, whose group_concat() does not promise an order. A value
+ * a denial's record holds truncated (record.h) is its JSON object, as "->>" renders it. The
+ * counts of a deny_summary have columns of their own, before the chain's. */
 static const struct {
         const char *name, *sql;
 } csv_columns[] = {
@@ -44,6 +46,10 @@ static const struct {
     {"jti", "body ->> '$.jti'"},
     {"expires_at", "body ->> '$.expires_at'"},
     {"token_sha256", "body ->> '$.token_sha256'"},
+    {"count", "body ->> '$.count'"},
+    {"below_floor", "body ->> '$.below_floor'"},
+    {"first_time", "body ->> '$.first_time'"},
+    {"last_time", "body ->> '$.last_time'"},
     {"prev_hash", "body ->> '$.prev_hash'"},
     {"hash", "hash"},
 };
@@ -66,7 +72,8 @@ static void csv_cell(FILE *out, const char *s)
         fputc('"', out);
 }
 
-/* A JSON array of strings as one cell, its elements joined by spaces. */
+/* A JSON array of strings as one cell, its elements joined by spaces; anything else (a
+ * denial's truncated scopes) as its JSON text. */
 static void csv_list(FILE *out, const char *json)
 {
         _cleanup_(json_decrefp) json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
@@ -75,8 +82,10 @@ static void csv_list(FILE *out, const char *json)
         json_t *e;
         FILE *m;
 
-        if (!json_is_array(v))
+        if (!json_is_array(v)) {
+                csv_cell(out, json);
                 return;
+        }
         m = open_memstream(&joined, &len);
         if (!m)
                 return;
@@ -132,12 +141,38 @@ static char *csv_sql(void)
 }
 
 /* OCSF 1.1 Authentication (class 3002), activity "Authentication Ticket" (3): the broker
- * issues (or refuses) a ticket for a local process; one event per decision. The mapping is
- * documented in README.md. Built by SQLite's JSON functions straight from the stored record:
- * "->" keeps a field's JSON type (a missing field becomes null). ?4 is this host's name. */
+ * issues (or refuses) a ticket for a local process; one event per decision, and one per
+ * deny_summary with the OCSF "count", "start_time" and "end_time" of the denials it counts. The
+ * mapping is documented in README.md. Built by SQLite's JSON functions straight from the stored
+ * record: "->" keeps a field's JSON type (a missing field becomes null). ?4 is this host's
+ * name. */
+/* A string attribute: a denial's truncated value (record.h) gives its prefix; the whole
+ * truncated objects are listed under unmapped.truncated. */
+#define OCSF_TEXT(path)                                                                            \
+        "iif(json_type(body, '" path "') = 'object', body ->> '" path ".prefix', body ->> '" path  \
+        "')"
+/* An RFC 3339 time of a record, in ms since the epoch. */
+#define OCSF_MS(path)                                                                              \
+        "CAST(round((julianday(body ->> '" path "') - 2440587.5) * 86400000.0) AS INTEGER)"
+#define OCSF_EXE      OCSF_TEXT("$.peer.exe")
+#define OCSF_USER     OCSF_TEXT("$.peer.user")
+#define OCSF_UNIT     OCSF_TEXT("$.peer.unit")
+#define OCSF_AUDIENCE OCSF_TEXT("$.audience")
+#define OCSF_FIRST_MS OCSF_MS("$.first_time")
+#define OCSF_LAST_MS  OCSF_MS("$.last_time")
 static const char ocsf_sql[] =
     "SELECT CASE WHEN ev = 'grant' THEN o"
-    "       ELSE json_set(o, '$.status_detail', body -> '$.reason') END "
+    "       WHEN ev = 'deny_summary' THEN json_set(o, '$.status_detail', body -> '$.reason',"
+    "         '$.count', body -> '$.count', '$.start_time', " OCSF_FIRST_MS ","
+    "         '$.end_time', " OCSF_LAST_MS ","
+    "         '$.unmapped.below_floor', body -> '$.below_floor',"
+    "         '$.unmapped.budget', body -> '$.budget', '$.unmapped.interval_s',"
+    "         body -> '$.interval_s')"
+    "       WHEN instr(body, '\"truncated\":true') = 0"
+    "         THEN json_set(o, '$.status_detail', body -> '$.reason')"
+    "       ELSE json_set(o, '$.status_detail', body -> '$.reason', '$.unmapped.truncated',"
+    "         (SELECT json_group_object(substr(fullkey, 3), json(value)) FROM json_tree(body)"
+    "          WHERE type = 'object' AND json_extract(value, '$.truncated') = 1)) END "
     "FROM (SELECT seq, body, ev, json_object("
     "  'class_uid', 3002, 'class_name', 'Authentication',"
     "  'category_uid', 3, 'category_name', 'Identity & Access Management',"
@@ -151,18 +186,18 @@ static const char ocsf_sql[] =
     /* actor: the local process that asked, as the kernel identified it */
     "  'actor', json_object("
     "    'process', json_object('pid', body -> '$.peer.pid',"
-    "                           'file', json_object('path', body -> '$.peer.exe')),"
+    "                           'file', json_object('path', " OCSF_EXE ")),"
     "    'user', json_object('uid', CAST(body ->> '$.peer.uid' AS TEXT),"
-    "                        'name', body -> '$.peer.user')),"
+    "                        'name', " OCSF_USER ")),"
     /* user: the identity the ticket is for; dst_endpoint: whom it is for */
     "  'user', json_object('type', 'System', 'name', body -> '$.subject'),"
-    "  'dst_endpoint', json_object('svc_name', body -> '$.audience'),"
+    "  'dst_endpoint', json_object('svc_name', " OCSF_AUDIENCE "),"
     /* src_endpoint: the caller's place on this host, its unit and its container */
     "  'src_endpoint', CASE WHEN instr(ctr, ':') > 1 THEN json_object("
-    "      'hostname', ?4, 'svc_name', body -> '$.peer.unit',"
+    "      'hostname', ?4, 'svc_name', " OCSF_UNIT ","
     "      'container', json_object('uid', substr(ctr, instr(ctr, ':') + 1),"
     "                               'runtime', substr(ctr, 1, instr(ctr, ':') - 1)))"
-    "    ELSE json_object('hostname', ?4, 'svc_name', body -> '$.peer.unit') END,"
+    "    ELSE json_object('hostname', ?4, 'svc_name', " OCSF_UNIT ") END,"
     "  'unmapped', json_object('rule', body -> '$.rule', 'scopes', body -> '$.scopes',"
     "    'unit', body -> '$.peer.unit', 'cgroup', body -> '$.peer.cgroup',"
     "    'container', body -> '$.peer.container', 'jti', body -> '$.jti',"
@@ -172,7 +207,7 @@ static const char ocsf_sql[] =
     "               iif(json_type(body, '$.peer.container') = 'text',"
     "                   body ->> '$.peer.container', '') AS ctr"
     "        FROM records WHERE " EXPORT_WHERE ")"
-    "  WHERE ev IN ('grant', 'deny')) "
+    "  WHERE ev IN ('grant', 'deny', 'deny_summary')) "
     "ORDER BY seq";
 
 static const char *host_name(void)

@@ -1,8 +1,10 @@
 #include "grantlog/record.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "escape.h"
+#include "grantlog/format.h"
 #include "json-util.h"
 #include "macro.h"
 #include "timeutil.h"
@@ -59,22 +61,108 @@ json_t *grantlog_record_new(const char *event, int64_t time_ms, json_t *fields)
         return rec;
 }
 
+/* The stand-in for a long value of a denial (record.h): its length and hash, and a prefix cut
+ * where a character or a \xNN escape begins, so the prefix is valid UTF-8 and unambiguous. */
+static json_t *truncated_new(const char *text, size_t len)
+{
+        char hash[GRANTLOG_HASH_HEX];
+        size_t cut = MIN(len, (size_t) GRANTLOG_DENY_PREFIX);
+
+        if (cut < len)
+                while (cut > 0 && ((unsigned char) text[cut] & 0xc0) == 0x80)
+                        cut--;
+        for (size_t back = 1; back <= 3 && back <= cut; back++)
+                if (text[cut - back] == '\\') {
+                        cut -= back;
+                        break;
+                }
+        grantlog_hash_hex(text, len, hash);
+        return json_pack("{s:b, s:I, s:s, s:s%}", "truncated", true, "length", (json_int_t) len,
+                         "sha256", hash, "prefix", text, cut);
+}
+
+/* A string of a denial, as it is or truncated. */
+static json_t *bounded_text(const char *text)
+{
+        size_t len = strlen(text);
+
+        return len > GRANTLOG_DENY_TEXT_MAX ? truncated_new(text, len) : json_string(text);
+}
+
+static json_t *bounded_scopes(const char *const *scopes, size_t n)
+{
+        _cleanup_free_ char *joined = NULL;
+        size_t len = 0;
+        json_t *v;
+        FILE *m;
+
+        for (size_t i = 0; i < n; i++)
+                len += strlen(scopes[i]) + (i > 0);
+        if (n <= GRANTLOG_DENY_SCOPES_MAX && len <= GRANTLOG_DENY_SCOPES_TEXT_MAX) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++)
+                        if (json_array_append_new(a, json_string(scopes[i])) < 0) {
+                                json_decref(a);
+                                return NULL;
+                        }
+                return a;
+        }
+        m = open_memstream(&joined, &len);
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                fprintf(m, "%s%s", i ? " " : "", scopes[i]);
+        if (fclose(m) != 0)
+                return NULL;
+        v = truncated_new(joined, len);
+        if (v && json_object_set_new(v, "count", json_integer((json_int_t) n)) < 0) {
+                json_decref(v);
+                return NULL;
+        }
+        return v;
+}
+
+/* The peer of a denial: every long string truncated. A copy: the peer is the connection's. */
+static json_t *bounded_peer(json_t *peer)
+{
+        _cleanup_(json_decrefp) json_t *o = json_copy(peer);
+        const char *key;
+        json_t *v;
+
+        if (!o)
+                return NULL;
+        json_object_foreach (o, key, v)
+                if (json_is_string(v) && json_string_length(v) > GRANTLOG_DENY_TEXT_MAX) {
+                        json_t *t = truncated_new(json_string_value(v), json_string_length(v));
+                        if (!t || json_object_set_new(o, key, t) < 0)
+                                return NULL;
+                }
+        return TAKE_PTR(o);
+}
+
 json_t *grantlog_record_decision(const GrantlogDecision *d, int64_t time_ms)
 {
         _cleanup_(json_decrefp) json_t *rec =
             grantlog_record_new(d->granted ? "grant" : "deny", time_ms, NULL);
-        json_t *scopes = json_array();
+        json_t *scopes, *peer, *audience;
         int r = 0;
 
-        if (!rec || !scopes) {
-                json_decref(scopes);
+        if (!rec)
                 return NULL;
+        if (d->granted) {
+                scopes = json_array();
+                for (size_t i = 0; scopes && i < d->n_scopes; i++)
+                        r |= json_array_append_new(scopes, json_string(d->scopes[i]));
+                peer = json_incref(d->peer);
+                audience = json_string(d->audience);
+        } else {
+                scopes = bounded_scopes(d->scopes, d->n_scopes);
+                peer = bounded_peer(d->peer);
+                audience = bounded_text(d->audience);
         }
-        for (size_t i = 0; i < d->n_scopes; i++)
-                r |= json_array_append_new(scopes, json_string(d->scopes[i]));
         r |= json_object_set_new(rec, "scopes", scopes);
-        r |= json_object_set(rec, "peer", d->peer);
-        r |= json_object_set_new(rec, "audience", json_string(d->audience));
+        r |= json_object_set_new(rec, "peer", peer);
+        r |= json_object_set_new(rec, "audience", audience);
         if (d->rule)
                 r |= json_object_set_new(rec, "rule", json_string(d->rule));
         if (!d->granted)
@@ -90,12 +178,29 @@ json_t *grantlog_record_decision(const GrantlogDecision *d, int64_t time_ms)
         return r == 0 ? TAKE_PTR(rec) : NULL;
 }
 
+json_t *grantlog_record_deny_summary(const GrantlogDenySummary *s, int64_t time_ms)
+{
+        char first[TIME_RFC3339_MAX], last[TIME_RFC3339_MAX];
+        json_t *fields;
+
+        time_format_rfc3339_ms(s->first_ms, first);
+        time_format_rfc3339_ms(s->last_ms, last);
+        /* "peer" holds only the uid: the denials came from any of its processes */
+        fields =
+            json_pack("{s:{s:o}, s:s, s:I, s:I, s:s, s:s, s:I, s:I}", "peer", "uid",
+                      s->uid_known ? json_integer(s->uid) : json_null(), "reason", s->reason,
+                      "count", (json_int_t) s->count, "below_floor", (json_int_t) s->below_floor,
+                      "first_time", first, "last_time", last, "budget", (json_int_t) s->budget,
+                      "interval_s", (json_int_t) s->interval_s);
+        return fields ? grantlog_record_new("deny_summary", time_ms, fields) : NULL;
+}
+
 bool grantlog_event_known(const char *event)
 {
         static const char *const events[] = {
-            "grant",       "deny",        "started",      "stopped",     "config_reloaded",
-            "key_created", "key_rotated", "key_retired",  "key_removed", "key_revoked",
-            "audit_key",   "checkpoint",  "audit_pruned",
+            "grant",           "deny",        "deny_summary", "started",      "stopped",
+            "config_reloaded", "key_created", "key_rotated",  "key_retired",  "key_removed",
+            "key_revoked",     "audit_key",   "checkpoint",   "audit_pruned",
         };
 
         for (size_t i = 0; event && i < ELEMENTSOF(events); i++)

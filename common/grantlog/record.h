@@ -48,10 +48,39 @@ typedef struct GrantlogDecision {
         int64_t expires_at;
 } GrantlogDecision;
 
+/* A grant holds the request and the peer as they are (a rule allowed them). A denial is bounded
+ * whatever the caller sent: a string longer than GRANTLOG_DENY_TEXT_MAX bytes (the audience,
+ * a member of the peer) becomes
+ *     {"truncated": true, "length": N, "sha256": H, "prefix": P}
+ * where N and H are the byte length and hex SHA-256 of the text a full record would hold, and P
+ * its first GRANTLOG_DENY_PREFIX bytes at most (cut before a partial character or \xNN escape).
+ * Scopes longer than GRANTLOG_DENY_SCOPES_TEXT_MAX bytes joined, or more than
+ * GRANTLOG_DENY_SCOPES_MAX of them, become the same object, with "count", over the scopes
+ * joined by single spaces (the form of a token's "scope" claim). */
+#define GRANTLOG_DENY_TEXT_MAX        128
+#define GRANTLOG_DENY_PREFIX          64
+#define GRANTLOG_DENY_SCOPES_MAX      16
+#define GRANTLOG_DENY_SCOPES_TEXT_MAX 256
+
 json_t *grantlog_record_decision(const GrantlogDecision *d, int64_t time_ms);
+
+/* Denials of one uid for one reason that got no record of their own (over the uid's budget, or
+ * while the log's filesystem was below its free-space floor): a deny_summary record. */
+typedef struct GrantlogDenySummary {
+        bool uid_known; /* false: uids the broker could not keep apart (its table was full) */
+        uid_t uid;
+        const char *reason;
+        uint64_t count;       /* denials summarized */
+        uint64_t below_floor; /* how many of them came while free space was below the floor */
+        int64_t first_ms, last_ms;
+        uint64_t budget; /* the configuration they were counted under */
+        int64_t interval_s;
+} GrantlogDenySummary;
+
+json_t *grantlog_record_deny_summary(const GrantlogDenySummary *s, int64_t time_ms);
 
 /* The events a log records, as --event takes them. */
 #define GRANTLOG_EVENT_NAMES                                                                       \
-        "grant, deny, started, stopped, config_reloaded, key_created, key_rotated, key_retired, "  \
-        "key_removed, key_revoked, audit_key, checkpoint, audit_pruned"
+        "grant, deny, deny_summary, started, stopped, config_reloaded, key_created, key_rotated, " \
+        "key_retired, key_removed, key_revoked, audit_key, checkpoint, audit_pruned"
 bool grantlog_event_known(const char *event);

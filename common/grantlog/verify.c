@@ -248,15 +248,19 @@ static void check_special(Verifier *v, uint64_t seq, const char *prev, const cha
                 return;
         }
         if (strcmp(event, "audit_pruned") == 0) {
-                /* the broker may only have pruned records older than its retention */
-                int64_t when = 0, through = 0;
+                /* the broker may only have pruned records older than its retention (the
+                 * record is the writer's: a retention_s too large for the arithmetic is none
+                 * the broker wrote, and must not overflow it) */
+                int64_t when = 0, through = 0, retention_ms, oldest;
                 json_t *ret = json_object_get(rec, "retention_s");
                 if (time_parse_rfc3339(json_string_value(json_object_get(rec, "time")) ?: "",
                                        &when) < 0 ||
                     time_parse_rfc3339(json_string_value(json_object_get(rec, "through_time"))
                                            ?: "",
                                        &through) < 0 ||
-                    !json_is_integer(ret) || through > when - json_integer_value(ret) * 1000)
+                    !json_is_integer(ret) ||
+                    __builtin_mul_overflow(json_integer_value(ret), 1000, &retention_ms) ||
+                    __builtin_sub_overflow(when, retention_ms, &oldest) || through > oldest)
                         tampered(&v->problem, seq,
                                  "records younger than the retention were pruned");
                 return;
@@ -793,7 +797,8 @@ void grantlog_verify_database(const char *path, const GrantlogVerifyOptions *o, 
         if (anchor.present)
                 key_add(&v, (uint64_t) lo, anchor.kid, anchor.pub);
 
-        n_threads = grantlog_thread_count(o->threads, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
+        n_threads =
+            grantlog_thread_count(o->threads, (uint64_t) (hi - lo + 1), PARALLEL_RECORDS_MIN);
         n_threads = MIN(n_threads, (size_t) (hi - lo + 1));
         for (size_t i = 0; i < n_threads; i++) {
                 int64_t span = (hi - lo + 1) / (int64_t) n_threads;
@@ -1052,7 +1057,8 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
                 if (!S_ISREG(st.st_mode)) /* a pipe: read once, in one piece */
                         chunks[0] = (Chunk){.path = path, .in = f};
                 else {
-                        n_threads = grantlog_thread_count(o->threads, (uint64_t) st.st_size, PARALLEL_BYTES_MIN);
+                        n_threads = grantlog_thread_count(o->threads, (uint64_t) st.st_size,
+                                                          PARALLEL_BYTES_MIN);
                         n_threads = MIN(n_threads, (size_t) MAX(st.st_size, 1));
                         if (split_file(f, path, st.st_size, chunks, n_threads) < 0) {
                                 snprintf(err, sizeof(err), "cannot read %s: %m", path);
@@ -1062,15 +1068,7 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
                 }
         }
         run_chunks(chunks, n_threads, file_chunk_main);
-        if (!merge_chunks(&v, chunks, n_threads) && n_threads > 1) {
-                /* Where a chunk starts, the line number and the seq expected there are not
-                 * known: the slow path reads it again in one piece for the exact report. */
-                GrantlogVerifyOptions one = *o;
-                free_chunks(chunks, n_threads);
-                one.threads = 1;
-                grantlog_verify_file(path, &one, ret);
-                return;
-        }
+        (void) merge_chunks(&v, chunks, n_threads);
         /* How the pieces join. */
         for (size_t i = 0; i < n_threads && !v.problem.set; i++) {
                 if (chunks[i].n == 0)
@@ -1087,6 +1085,16 @@ void grantlog_verify_file(const char *path, const GrantlogVerifyOptions *o, Gran
                                  (unsigned long long) (chunks[i].first_seq - 1));
                 first = first ?: &chunks[i];
                 last = &chunks[i];
+        }
+        if (v.problem.set && n_threads > 1) {
+                /* Where a chunk starts, the line number and the seq expected there are not
+                 * known, nor, where two chunks do not join, how far one piece would have read:
+                 * the slow path reads it again in one piece for the exact report. */
+                GrantlogVerifyOptions one = *o;
+                free_chunks(chunks, n_threads);
+                one.threads = 1;
+                grantlog_verify_file(path, &one, ret);
+                return;
         }
         check_specials(&v, chunks, n_threads);
         report_from(&v, ret);

@@ -52,6 +52,26 @@ def sanitizer_env():
     return env
 
 
+def sanitizer_build():
+    """Whether $BROKER_BUILD is a sanitizer build (make SAN=1): brokerd --version says so."""
+    r = subprocess.run([brokerd_path(), "--version"], capture_output=True, text=True,
+                       env=sanitizer_env())
+    return "sanitizer build" in r.stdout
+
+
+VALGRIND_ERROR_EXIT = 97
+
+
+def valgrind_prefix(log_path):
+    """Runs a command under valgrind's memcheck: any error (invalid access, use of an
+    uninitialised value, a definite or possible leak, a bad free) makes it exit with
+    VALGRIND_ERROR_EXIT; the report goes to log_path, not to the program's stderr."""
+    return ["valgrind", "--tool=memcheck", f"--error-exitcode={VALGRIND_ERROR_EXIT}",
+            "--leak-check=full", "--errors-for-leak-kinds=definite,possible",
+            "--show-leak-kinds=definite,possible", "--track-origins=yes", "--num-callers=30",
+            f"--log-file={log_path}"]
+
+
 def as_user(uid, gid=None, groups=None):
     """setpriv prefix that runs a command under a real other uid/gid/groups."""
     cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid if gid is not None else uid}"]

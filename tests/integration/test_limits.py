@@ -172,7 +172,8 @@ class ReadTimeoutTest(LimitsCase):
     is far longer so it cannot be what closes anything)."""
 
     limits = {"read_timeout": 1, "idle_timeout": 10, "max_connections": 100,
-              "max_connections_per_uid": 80, "rate": 1000, "burst": 1000}
+              "max_connections_per_uid": 80, "max_connections_per_identity": 80, "rate": 1000,
+              "burst": 1000}
 
     def assertTimedOut(self, conn, since, low=0.9):
         resp = recv_or_eof(conn, timeout=1 + TIMER_SLACK + 1)
@@ -264,7 +265,8 @@ class IdleTimeoutTest(LimitsCase):
     The read timeout is long here, so it cannot be what closes anything."""
 
     limits = {"idle_timeout": 1, "read_timeout": 10, "max_connections": 40,
-              "max_connections_per_uid": 2, "rate": 1000, "burst": 1000}
+              "max_connections_per_uid": 2, "max_connections_per_identity": 2, "rate": 1000,
+              "burst": 1000}
 
     def test_idle_connection_is_closed_silently(self):
         c = self.raw()
@@ -280,7 +282,7 @@ class IdleTimeoutTest(LimitsCase):
         for i in range(3):  # 1.2 s in all, never 1 s without a request
             if i:
                 time.sleep(0.6)
-            self.assertEqual(c.request({"op": "ping", "id": i}), {"ok": True, "id": i})
+            self.assertEqual(c.request({"op": "whoami", "id": i})["id"], i)
             last = time.monotonic()
         elapsed, data = wait_eof(c, 1 + TIMER_SLACK + 1)
         self.assertIsNotNone(elapsed, "idle connection never closed")
@@ -288,6 +290,24 @@ class IdleTimeoutTest(LimitsCase):
         idle = time.monotonic() - last
         self.assertGreaterEqual(idle, 0.9)
         self.assertLessEqual(idle, 1 + TIMER_SLACK)
+
+    def test_pings_do_not_keep_a_connection_open(self):
+        # A slot is not held for free: only requests that use the broker restart the clock.
+        c = self.raw()
+        t0 = time.monotonic()
+        closed = None
+        for i in range(8):  # a ping every 0.3 s for 2.4 s
+            try:
+                resp = c.request({"op": "ping", "id": i})
+            except OSError:
+                resp = None
+            if resp is None:
+                closed = time.monotonic() - t0
+                break
+            self.assertEqual(resp, {"ok": True, "id": i})
+            time.sleep(0.3)
+        self.assertIsNotNone(closed, "pings kept an idle connection open")
+        self.assertLessEqual(closed, 1 + TIMER_SLACK + 0.3)
 
     def test_frame_in_progress_is_not_idle(self):
         c = self.raw()
@@ -308,8 +328,9 @@ class IdleTimeoutTest(LimitsCase):
 class ConnectionLimitTest(LimitsCase):
     """max_connections_per_uid (20) and max_connections (40)."""
 
-    limits = {"max_connections": 40, "max_connections_per_uid": 20, "idle_timeout": 10,
-              "read_timeout": 1, "rate": 1000, "burst": 1000}
+    limits = {"max_connections": 40, "max_connections_per_uid": 20,
+              "max_connections_per_identity": 20, "idle_timeout": 10, "read_timeout": 1,
+              "rate": 1000, "burst": 1000}
 
     def test_per_uid_limit_refuses_with_rate_limited_and_others_are_served(self):
         held = self.held(20, uid=5001)
@@ -330,17 +351,25 @@ class ConnectionLimitTest(LimitsCase):
 
     def test_total_limit_refuses_with_unavailable(self):
         self.held(20, uid=5001)
-        b = self.held(19, uid=5002)
-        last = self.raw()  # root: the 40th connection
-        self.assertEqual(last.request({"op": "ping"}), {"ok": True})
-        # Full: a uid far below its own limit is refused as unavailable, not rate_limited.
+        b = self.held(18, uid=5002)
+        # Other uids together stop at 38: the last sixteenth (2 of 40) is root's.
+        self.assertRefused(self.raw(5002), "unavailable", FULL_MSG)
         self.assertRefused(self.raw(5003), "unavailable", FULL_MSG)
+        roots = []
+        for i in range(2):  # root: the 39th and 40th connections
+            roots.append(self.raw())
+            self.assertEqual(roots[-1].request({"op": "ping"}), {"ok": True})
+        self.assertRefused(self.raw(), "unavailable", FULL_MSG)  # full for root too
         r = self.b.ctl("ping", user=as_user(4001))
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
         self.assertIn(FULL_MSG, r.stderr)
         # The operator is never locked out: admin connections have their own allowance.
         st = self.status()
         self.assertEqual((st["connections"], st["admin_connections"]), (40, 1))
+        for c in roots:
+            c.close()
+        self.wait_connections(38)
+        self.assertRefused(self.raw(5003), "unavailable", FULL_MSG)  # still root's
         # A connection the broker closes itself (bad frame) frees its slot at once.
         b[0].send_raw(struct.pack(">I", 0))
         self.assertIsNotNone(wait_eof(b[0], 2.0)[0])
@@ -390,8 +419,9 @@ class ConnectionLimitTest(LimitsCase):
 class ManyIdleConnectionsTest(LimitsCase):
     """300 idle connections from 15 uids (20 each, the per-uid limit) do not stop service."""
 
-    limits = {"max_connections": 400, "max_connections_per_uid": 20, "idle_timeout": 10,
-              "read_timeout": 1, "rate": 1000, "burst": 1000}
+    limits = {"max_connections": 400, "max_connections_per_uid": 20,
+              "max_connections_per_identity": 20, "idle_timeout": 10, "read_timeout": 1,
+              "rate": 1000, "burst": 1000}
 
     def test_hundreds_of_idle_connections(self):
         uids = range(5101, 5116)
@@ -488,7 +518,7 @@ class RateLimitTest(RateCase):
 
     def test_ping_whoami_jwks_and_bad_requests_are_not_counted(self):
         c = self.raw()
-        free = ([{"op": "ping", "id": i} for i in range(30)]
+        free = ([{"op": "ping", "id": i} for i in range(10)]  # the pings' own burst
                 + [{"op": "whoami", "id": i} for i in range(10)]
                 + [{"op": "jwks", "id": i} for i in range(10)]
                 + [{"op": "token", "audience": AUD, "ttl": 0, "id": i} for i in range(20)])
@@ -502,6 +532,20 @@ class RateLimitTest(RateCase):
         resps = self.burst(c, 6)
         self.assertTrue(all(r["ok"] for r in resps[:5]), resps)
         self.assertLimited(resps[5], 5)
+
+    def test_pings_have_a_limit_of_their_own(self):
+        # 10 at once, then 2 a second: a ping cannot keep a connection busy for free either.
+        c = self.raw()
+        c.send_raw(b"".join(frame({"op": "ping", "id": i}) for i in range(14)))
+        resps = [recv_or_eof(c) for _ in range(14)]
+        self.assertEqual(resps[:10], [{"ok": True, "id": i} for i in range(10)])
+        for i, r in enumerate(resps[10:], 10):
+            self.assertEqual(r, {"ok": False, "id": i, "error": {
+                "code": "rate_limited", "message": "too many pings on this connection; slow down"}})
+        time.sleep(0.6)  # one ping's worth, and some
+        self.assertEqual(c.request({"op": "ping", "id": "again"}), {"ok": True, "id": "again"})
+        # Token requests are not held back by it.
+        self.assertTrue(c.request(token_req("t"))["ok"])
 
     def test_denied_requests_are_counted(self):
         c = self.raw()

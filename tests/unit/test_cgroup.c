@@ -1,5 +1,7 @@
 /* /proc/PID/cgroup parsing: every row of tests/data/cgroup-paths.tsv, then the cases the table
- * does not cover (hybrid hosts, malformed text, "..", long paths, bad unit names). */
+ * does not cover (hybrid hosts, malformed text, "..", long paths, bad unit names); then where
+ * the daemon sees the hierarchies (mountinfo) and who owns the directories of a path
+ * (delegation), on real directories. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,11 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "identity/cgroup.h"
+#include "identity/cgroupfs.h"
 #include "macro.h"
+#include "testutil.h"
 
 #define TABLE          "../data/cgroup-paths.tsv"
 #define MIN_TABLE_ROWS 15
@@ -479,6 +485,221 @@ static void test_containers(void **state)
                          "cri-o:" ID_OTHER);
 }
 
+/* Which hierarchy decided: what cgroupfs.c needs to find the directories. */
+static void assert_controllers(const char *text, const char *want)
+{
+        CgroupInfo info = {};
+
+        assert_int_equal(cgroup_info_parse(text, &info), 0);
+        if (!str_eq_null(info.controllers, want))
+                fail_msg("controllers of \"%s\" are %s, wanted %s", text, strna(info.controllers),
+                         strna(want));
+        cgroup_info_done(&info);
+        assert_null(info.controllers);
+}
+
+static void test_deciding_hierarchy(void **state)
+{
+        assert_controllers("1:name=systemd:/a.service\n0::/b.service\n", NULL);
+        assert_controllers("0::/\n", NULL);
+        assert_controllers("3:cpu:/a.service\n2:name=systemd:/b.service\n", "name=systemd");
+        assert_controllers("3:cpu:/a.service\n2:cpu,name=systemd:/b.service\n", "cpu,name=systemd");
+        assert_controllers("3:cpu,cpuacct:/a.service\n2:memory:/b.service\n", "cpu,cpuacct");
+}
+
+/* This host's layout (hybrid: v1 controllers, name=systemd, cgroup2 at .../unified) with
+ * mounts that must not count around it. */
+static const char mountinfo_hybrid[] =
+    "22 1 259:1 / / rw,relatime - ext4 /dev/root rw\n"
+    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+    "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
+    "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime shared:5 master:1 - cgroup cgroup "
+    "rw,xattr,name=systemd\n"
+    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    /* a container's view without a cgroup namespace: part of the tree, left out */
+    "50 22 0:38 /system.slice/docker-x.scope /mnt/part rw - cgroup2 cgroup2 rw\n"
+    /* a later cgroup2 mount of the root: the first one counts */
+    "51 22 0:38 / /mnt/second\\040copy rw - cgroup2 cgroup2 rw\n"
+    "60 22 0:40 / /proc rw - proc proc rw\n"
+    "garbage line\n"
+    "61 22 0:41 / /x rw - \n";
+
+static void test_mounts_parse(void **state)
+{
+        CgroupMounts m = {};
+        const CgroupMount *c;
+
+        assert_int_equal(cgroupfs_mounts_parse(mountinfo_hybrid, &m), 0);
+        assert_int_equal(m.n, 5);
+        assert_string_equal(m.mounts[4].path, "/mnt/second copy"); /* \040 unescaped */
+        assert_null(m.mounts[4].controllers);
+
+        c = cgroupfs_mounts_find(&m, NULL);
+        assert_non_null(c);
+        assert_string_equal(c->path, "/sys/fs/cgroup/unified");
+        c = cgroupfs_mounts_find(&m, "name=systemd");
+        assert_non_null(c);
+        assert_string_equal(c->path, "/sys/fs/cgroup/systemd");
+        c = cgroupfs_mounts_find(&m, "cpu,cpuacct");
+        assert_non_null(c);
+        assert_string_equal(c->path, "/sys/fs/cgroup/cpu,cpuacct");
+        c = cgroupfs_mounts_find(&m, "cpuacct");
+        assert_non_null(c);
+        assert_string_equal(c->path, "/sys/fs/cgroup/cpu,cpuacct");
+        /* An item of the super options, not a part of one; no mount, no empty name. */
+        assert_null(cgroupfs_mounts_find(&m, "systemd"));
+        assert_null(cgroupfs_mounts_find(&m, "pids"));
+        assert_null(cgroupfs_mounts_find(&m, ""));
+        assert_null(cgroupfs_mounts_find(&m, ",cpu"));
+        cgroupfs_mounts_done(&m);
+        assert_int_equal(m.n, 0);
+        cgroupfs_mounts_done(&m);
+
+        /* A unified host; a v1-only host has no cgroup2 mount to find. */
+        assert_int_equal(cgroupfs_mounts_parse("30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 "
+                                               "cgroup2 rw,nsdelegate,memory_recursiveprot\n",
+                                               &m),
+                         0);
+        c = cgroupfs_mounts_find(&m, NULL);
+        assert_non_null(c);
+        assert_string_equal(c->path, "/sys/fs/cgroup");
+        assert_null(cgroupfs_mounts_find(&m, "name=systemd"));
+        cgroupfs_mounts_done(&m);
+        assert_int_equal(cgroupfs_mounts_parse("40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup "
+                                               "cgroup rw,name=systemd\n",
+                                               &m),
+                         0);
+        assert_null(cgroupfs_mounts_find(&m, NULL));
+        assert_non_null(cgroupfs_mounts_find(&m, "name=systemd"));
+        cgroupfs_mounts_done(&m);
+
+        assert_int_equal(cgroupfs_mounts_parse("", &m), 0);
+        assert_int_equal(m.n, 0);
+        assert_int_equal(cgroupfs_mounts_parse(NULL, &m), -EINVAL);
+}
+
+/* Walks `path` below dir with the directories' owner expected to be `owner`. */
+static int delegated(const char *dir, const char *path, uid_t owner, bool *ret)
+{
+        _cleanup_close_ int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+        assert_true(fd >= 0);
+        return cgroupfs_path_delegated(fd, path, owner, ret);
+}
+
+static void assert_delegated(const char *dir, const char *path, uid_t owner, bool want)
+{
+        bool d = !want;
+        int r = delegated(dir, path, owner, &d);
+
+        if (r < 0)
+                fail_msg("cgroupfs_path_delegated(\"%s\") = %d", path, r);
+        if (d != want)
+                fail_msg("\"%s\" is %sdelegated, wanted %s", path, d ? "" : "not ",
+                         want ? "delegated" : "not");
+}
+
+static void assert_delegated_fails(const char *dir, const char *path, int want)
+{
+        bool d = true;
+        int r = delegated(dir, path, getuid(), &d);
+
+        if (want ? r != want : r >= 0)
+                fail_msg("cgroupfs_path_delegated(\"%s\") = %d, wanted %d", path, r, want);
+        assert_true(d); /* untouched */
+}
+
+/* A tree shaped like a cgroup hierarchy, in a temporary directory: who may write each directory
+ * is what makes a path delegated. Without root, "another owner" is the walk expecting another
+ * uid than ours, and group or other write is chmod's. */
+static void test_path_delegated(void **state)
+{
+        char dir[64];
+        const char *scope = "/a.slice/d.service/docker-" ID_DOCKER ".scope";
+        const char *svc, *top;
+        uid_t me = getuid();
+
+        assert_int_equal(tmpdir_make(dir, sizeof(dir), "cgroupfs"), 0);
+        assert_int_equal(chmod(dir, 0755), 0);
+        assert_int_equal(mkdir(path_below(dir, "a.slice"), 0755), 0);
+        assert_int_equal(mkdir(path_below(dir, "a.slice/d.service"), 0755), 0);
+        assert_int_equal(mkdir(path_below(dir, scope + 1), 0755), 0);
+        assert_int_equal(chmod(path_below(dir, "a.slice"), 0755), 0); /* whatever the umask */
+        assert_int_equal(chmod(path_below(dir, "a.slice/d.service"), 0755), 0);
+        svc = path_below(dir, "a.slice/d.service");
+        top = path_below(dir, "a.slice");
+
+        /* All ours and closed to others: nothing is delegated. */
+        assert_delegated(dir, scope, me, false);
+        assert_delegated(dir, "/a.slice/d.service", me, false);
+        assert_delegated(dir, "/", me, false);
+        assert_delegated(dir, "//a.slice//d.service/", me, false);
+        /* A path whose directories are another's: delegated below the first of them. */
+        assert_delegated(dir, scope, me + 1, true);
+        assert_delegated(dir, "/a.slice", me + 1, true);
+        assert_delegated(dir, "/", me + 1, false); /* the root cgroup has no parent */
+
+        /* Writable by group or others is as good as owned. */
+        assert_int_equal(chmod(svc, 0775), 0);
+        assert_delegated(dir, scope, me, true);
+        assert_int_equal(chmod(svc, 0757), 0);
+        assert_delegated(dir, scope, me, true);
+        /* The service's own cgroup was named by whoever could write a.slice: not delegated. */
+        assert_delegated(dir, "/a.slice/d.service", me, false);
+        assert_int_equal(chmod(svc, 0755), 0);
+        /* Higher up counts as much; the cgroup's own directory never does. */
+        assert_int_equal(chmod(top, 0777), 0);
+        assert_delegated(dir, scope, me, true);
+        assert_int_equal(chmod(top, 0755), 0);
+        assert_int_equal(chmod(path_below(dir, scope + 1), 0777), 0);
+        assert_delegated(dir, scope, me, false);
+        assert_int_equal(chmod(dir, 0777), 0);
+        assert_delegated(dir, "/a.slice", me, true);
+        assert_int_equal(chmod(dir, 0755), 0);
+
+        /* Owned by another uid, as Delegate= with User= does (root only). */
+        if (me == 0) {
+                assert_int_equal(chown(svc, 4001, 4001), 0);
+                assert_delegated(dir, scope, 0, true);
+                assert_delegated(dir, "/a.slice/d.service", 0, false);
+                assert_int_equal(chown(svc, 0, 0), 0);
+        }
+
+        /* What cannot be checked is an error, never "not delegated". */
+        assert_delegated_fails(dir, "/a.slice/../a.slice/x", -EXDEV);
+        assert_delegated_fails(dir, "/../../" ID_DOCKER, -EXDEV);
+        assert_delegated_fails(dir, "/./a.slice/x", -EXDEV);
+        assert_delegated_fails(dir, "/missing/x", -ENOENT);
+        assert_delegated_fails(dir, "a.slice/x", -EINVAL);
+        assert_int_equal(symlink("a.slice", path_below(dir, "link.slice")), 0);
+        assert_delegated_fails(dir, "/link.slice/d.service/x", 0); /* no symlink is followed */
+
+        assert_int_equal(tmpdir_remove(dir), 0);
+}
+
+/* The daemon's own view of this host: what cannot be checked counts as delegated. */
+static void test_delegated_on_this_host(void **state)
+{
+        CgroupMounts m = {};
+        Bytes b = slurp("/proc/self/mountinfo");
+
+        assert_true(cgroupfs_delegated("no-such-controller", "/x.service"));
+        assert_true(cgroupfs_delegated(NULL, "/../../x.service"));
+        assert_true(cgroupfs_delegated(NULL, "/no-such-cgroup-brokerd-test/x.scope"));
+        assert_true(cgroupfs_delegated(NULL, "x.service"));
+
+        /* Where this host's cgroup2 root is mounted, the root cgroup (no parent) is not. */
+        assert_int_equal(cgroupfs_mounts_parse((const char *) b.p, &m), 0);
+        if (cgroupfs_mounts_find(&m, NULL)) {
+                assert_int_equal(cgroupfs_init(), 0);
+                assert_false(cgroupfs_delegated(NULL, "/"));
+        } else
+                print_message("no cgroup2 mount here: skipped\n");
+        cgroupfs_mounts_done(&m);
+        bytes_free(&b);
+}
+
 static void test_done_and_args(void **state)
 {
         CgroupInfo info = {};
@@ -514,6 +735,10 @@ int main(void)
             cmocka_unit_test(test_user_manager),
             cmocka_unit_test(test_user_delegated_flag),
             cmocka_unit_test(test_containers),
+            cmocka_unit_test(test_deciding_hierarchy),
+            cmocka_unit_test(test_mounts_parse),
+            cmocka_unit_test(test_path_delegated),
+            cmocka_unit_test(test_delegated_on_this_host),
             cmocka_unit_test(test_done_and_args),
         };
 

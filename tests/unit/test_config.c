@@ -743,6 +743,72 @@ static void test_match_shapes(void **state)
         config_unref(c);
 }
 
+/* Any user can run the program at a path and make it run their own code (LD_PRELOAD, ptrace):
+ * a rule with exe must also pin who runs it, and --check says why. */
+static void test_exe_needs_a_pin(void **state)
+{
+        static const char why[] = "needs uid, user, gid, group or unit in the same match: any user "
+                                  "can run the program at this path and make it run code of "
+                                  "their own (LD_PRELOAD, ptrace)";
+        char want[512];
+
+        /* exe alone, or with selectors that say nothing about who runs it. */
+        json_t *j = base();
+        put(j, "rules[2].match", json_pack("{s:s}", "exe", "/usr/bin/sleep"));
+        snprintf(want, sizeof(want), "rules[2].match.exe: %s", why);
+        expect_error(j, want);
+
+        j = base();
+        put(j, "rules[2].match.gid", NULL);
+        expect_error(j, want); /* cgroup and container pin no one */
+
+        /* Every rule is reported, each with its own path. */
+        j = base();
+        put(j, "rules[0].match", json_pack("{s:s}", "exe", "/usr/bin/a"));
+        put(j, "rules[2].match.gid", NULL);
+        expect_errors(j, (const char *const[]){"rules[0].match.exe: needs uid, user, gid",
+                                               "rules[2].match.exe: needs uid, user, gid", NULL});
+
+        /* Each pin is enough on its own. */
+        static const struct {
+                const char *key;
+                const char *value; /* JSON */
+        } pins[] = {
+            {"uid", "33"},
+            {"user", "\"daemon\""},
+            {"gid", "0"},
+            {"group", "\"nogroup\""},
+            {"unit", "\"web.service\""},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(pins); i++) {
+                char path[64];
+
+                j = base();
+                put(j, "rules[2].match",
+                    json_pack("{s:s, s:s}", "exe", "/usr/bin/*", "cgroup", "/system.slice/*"));
+                snprintf(path, sizeof(path), "rules[2].match.%s", pins[i].key);
+                put(j, path, json_loads(pins[i].value, JSON_DECODE_ANY, NULL));
+                print_message("  exe with %s\n", pins[i].key);
+                Config *c = parse_ok(j);
+                assert_string_equal(c->rules[2].match.exe, "/usr/bin/*");
+                config_unref(c);
+        }
+
+        /* A pin that is there but wrong has its own problem, and no second one about exe. */
+        j = base();
+        put(j, "rules[2].match.gid", json_string("0"));
+        expect_error(j, "rules[2].match.gid: expected integer");
+        j = base();
+        put(j, "rules[2].match.gid", NULL);
+        put(j, "rules[2].match.user", json_string("no-such-user-brokerd-test"));
+        expect_error(j, "rules[2].match.user: no such user");
+
+        /* A rule without exe needs no pin. */
+        j = base();
+        put(j, "rules[2].match", json_pack("{s:s}", "container", "docker:*"));
+        config_unref(parse_ok(j));
+}
+
 static void test_bad_subject_templates(void **state)
 {
         static const char *const bad[] = {
@@ -1201,6 +1267,7 @@ int main(void)
             cmocka_unit_test(test_uid_gid_range),
             cmocka_unit_test(test_nonexistent_user_group),
             cmocka_unit_test(test_match_shapes),
+            cmocka_unit_test(test_exe_needs_a_pin),
             cmocka_unit_test(test_bad_subject_templates),
             cmocka_unit_test(test_invalid_scopes),
             cmocka_unit_test(test_audiences),

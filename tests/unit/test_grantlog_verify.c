@@ -1026,6 +1026,18 @@ static void test_pruned_log(void **state)
                  json_string("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"));
         expect_db(NO_PINS, GRANTLOG_TAMPERED, OLD_LAST + 1,
                   "does not start where its pruning anchor says");
+
+        /* an audit_pruned record whose retention_s (or time) is too large for the arithmetic,
+         * its hash recomputed: a forged record, not an overflow (the same in an export:
+         * tests/fuzz/grantlog_verify/regress-retention-overflow*) */
+        copy_in(pruned);
+        row_edit(LAST + 1, "retention_s", json_integer(INT64_MAX));
+        expect_db(NO_PINS, GRANTLOG_TAMPERED, LAST + 1,
+                  "records younger than the retention were pruned");
+        copy_in(pruned);
+        row_edit(LAST + 1, "retention_s", json_integer(INT64_MIN / 1000));
+        expect_db(NO_PINS, GRANTLOG_TAMPERED, LAST + 1,
+                  "records younger than the retention were pruned");
         bytes_free(&pruned);
 }
 
@@ -1340,6 +1352,26 @@ static void test_export_deleted_and_swapped_lines(void **state)
         json_decref(first);
         lines_write(&ls);
         expect_file(NO_PINS, GRANTLOG_TAMPERED, 1, "does not start from the genesis hash");
+}
+
+/* Any one line removed, also the one where a thread's chunk starts, so that the gap shows only
+ * where two chunks join: one thread and four give the same report (found by tests/fuzz/
+ * grantlog_verify, whose regression input regress-gap-between-chunks is one such file). */
+static void test_export_any_line_removed(void **state)
+{
+        for (uint64_t seq = 2; seq < LAST; seq++) {
+                char why[128];
+                Lines ls = export_lines();
+
+                free(ls.l[at(&ls, seq)]);
+                memmove(&ls.l[at(&ls, seq)], &ls.l[at(&ls, seq + 1)],
+                        (ls.n - at(&ls, seq) - 1) * sizeof(char *));
+                ls.n--;
+                lines_write(&ls);
+                snprintf(why, sizeof(why), "missing: the next line is seq %llu",
+                         (unsigned long long) (seq + 1));
+                expect_file(NO_PINS, GRANTLOG_TAMPERED, seq, why);
+        }
 }
 
 /* An export has no head: the lines after its last checkpoint are covered by no signature, and
@@ -1877,6 +1909,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_export_window_and_pins, setup, teardown),
             cmocka_unit_test_setup_teardown(test_export_edited_line, setup, teardown),
             cmocka_unit_test_setup_teardown(test_export_deleted_and_swapped_lines, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_export_any_line_removed, setup, teardown),
             cmocka_unit_test_setup_teardown(test_export_tail_after_the_last_checkpoint, setup,
                                             teardown),
             cmocka_unit_test(test_trust_accepts),

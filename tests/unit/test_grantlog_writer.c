@@ -19,7 +19,10 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "grantlog/export.h"
 #include "grantlog/format.h"
+#include "grantlog/record.h"
+#include "grantlog/verify.h"
 #include "grantlog/writer.h"
 #include "macro.h"
 #include "keys/signer.h"
@@ -990,6 +993,254 @@ static void test_failed_writes_change_nothing(void **state)
         grantlog_writer_close(l);
 }
 
+/* ---- the records of denials: bounded, and summaries ---------------------------------------- */
+
+/* A truncated value (record.h): its length and hash are those of `full`, its prefix is the start
+ * of `full`, at most GRANTLOG_DENY_PREFIX bytes, valid UTF-8 and not cut inside an escape. */
+static void assert_truncated(const json_t *v, const char *full)
+{
+        const char *prefix = json_string_value(json_object_get(v, "prefix"));
+        char hex[GRANTLOG_HASH_HEX];
+        size_t n;
+
+        assert_true(json_is_true(json_object_get(v, "truncated")));
+        assert_int_equal(json_integer_value(json_object_get(v, "length")), strlen(full));
+        sha256_hex(full, hex);
+        assert_string_equal(json_string_value(json_object_get(v, "sha256")), hex);
+        assert_non_null(prefix);
+        n = strlen(prefix);
+        assert_true(n > GRANTLOG_DENY_PREFIX - 4 && n <= GRANTLOG_DENY_PREFIX);
+        assert_memory_equal(prefix, full, n);
+        /* cut where a character or a \xNN escape begins */
+        assert_true(((unsigned char) full[n] & 0xc0) != 0x80);
+        for (size_t back = 1; back <= 3 && back <= n; back++)
+                assert_int_not_equal(prefix[n - back], '\\');
+}
+
+/* The worst request a caller can send (64 scopes of 256 bytes, a 1 KiB audience) from a binary
+ * at a long path of bytes that are not UTF-8: its denial is bounded, its grant is not. The
+ * summary of counted denials goes into the chain like any record; both verify, in the database
+ * and exported, and each export format shows them. */
+static void test_deny_records_bounded_and_summaries_verify(void **state)
+{
+        GrantlogOptions opt = options(1000, 60000, 0);
+        GrantlogWriter *l = open_log(&opt, key);
+        static char scope_buf[64][257], audience[1025], exe[4000];
+        const char *scopes[64];
+        char *joined = NULL, *escaped_exe, *text = NULL;
+        size_t jlen = 0;
+        FILE *m = open_memstream(&joined, &jlen);
+        int64_t t = now_unix_ms();
+
+        assert_non_null(m);
+        for (size_t i = 0; i < 64; i++) {
+                memset(scope_buf[i], 'a' + (char) (i % 26), 256);
+                scope_buf[i][256] = 0;
+                scopes[i] = scope_buf[i];
+                fprintf(m, "%s%s", i ? " " : "", scopes[i]);
+        }
+        assert_int_equal(fclose(m), 0);
+        memcpy(audience, "https://", 8);
+        memset(audience + 8, 'x', 1016);
+        audience[1024] = 0;
+        for (size_t i = 0; i < sizeof(exe) - 1; i++)
+                exe[i] = i % 200 == 0 ? '/' : (char) (0x80 + i % 64); /* \xNN each */
+        exe[sizeof(exe) - 1] = 0;
+        GrantlogPeer p = {.identified = true,
+                          .uid = 4242,
+                          .gid = 4242,
+                          .pid = 77,
+                          .exe = exe,
+                          .cgroup = "/user.slice",
+                          .user = "mallory"};
+        json_t *peer = grantlog_peer_new(&p, false);
+        assert_non_null(peer);
+        escaped_exe = strdup(json_string_value(json_object_get(peer, "exe")));
+        assert_non_null(escaped_exe);
+        assert_true(strlen(escaped_exe) > 4 * 3000);
+
+        GrantlogDecision d = {.peer = peer,
+                              .audience = audience,
+                              .scopes = scopes,
+                              .n_scopes = 64,
+                              .reason = "no_matching_rule"};
+        json_t *deny = grantlog_record_decision(&d, t);
+        d.granted = true;
+        d.reason = NULL;
+        d.rule = "r";
+        d.subject = "s";
+        d.alg = "EdDSA";
+        d.kid = "k";
+        d.jti = "j";
+        d.token_sha256 = "0";
+        json_t *grant = grantlog_record_decision(&d, t);
+        json_t *summary =
+            grantlog_record_deny_summary(&(GrantlogDenySummary){.uid_known = true,
+                                                                .uid = 4242,
+                                                                .reason = "no_matching_rule",
+                                                                .count = 123456,
+                                                                .below_floor = 6,
+                                                                .first_ms = t - 59000,
+                                                                .last_ms = t - 1000,
+                                                                .budget = 100,
+                                                                .interval_s = 60},
+                                         t);
+        json_t *overflow =
+            grantlog_record_deny_summary(&(GrantlogDenySummary){.reason = "scope_not_allowed",
+                                                                .count = 1,
+                                                                .first_ms = t,
+                                                                .last_ms = t,
+                                                                .budget = 100,
+                                                                .interval_s = 60},
+                                         t);
+        assert_non_null(deny);
+        assert_non_null(grant);
+        assert_non_null(summary);
+        assert_non_null(overflow);
+
+        /* the denial: every long value is its length, its hash and a prefix */
+        assert_truncated(json_object_get(deny, "audience"), audience);
+        assert_truncated(json_object_get(deny, "scopes"), joined);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(deny, "scopes"), "count")), 64);
+        assert_truncated(json_object_get(json_object_get(deny, "peer"), "exe"), escaped_exe);
+        /* short ones are as they were; the connection's peer is not changed */
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(deny, "peer"), "cgroup")),
+            "/user.slice");
+        assert_string_equal(json_string_value(json_object_get(peer, "exe")), escaped_exe);
+        /* the grant is the request as it was */
+        assert_string_equal(json_string_value(json_object_get(grant, "audience")), audience);
+        assert_int_equal(json_array_size(json_object_get(grant, "scopes")), 64);
+        /* a short denial is as it was */
+        d = (GrantlogDecision){.peer = peer,
+                               .audience = "https://a.test",
+                               .scopes = scopes,
+                               .n_scopes = 0,
+                               .reason = "no_matching_rule"};
+        json_t *small = grantlog_record_decision(&d, t);
+        assert_string_equal(json_string_value(json_object_get(small, "audience")),
+                            "https://a.test");
+        assert_true(json_is_array(json_object_get(small, "scopes")));
+        json_decref(small);
+
+        GrantlogEntry e[4];
+        json_t *recs[4] = {deny, summary, grant, overflow};
+        for (size_t i = 0; i < 4; i++) {
+                assert_int_equal(grantlog_entry_prepare(recs[i], t, &e[i]), 0);
+                json_decref(recs[i]);
+        }
+        /* the bound: the canonical form of the worst denial, and of a summary */
+        assert_true(e[0].len <= 2048);
+        assert_true(e[1].len <= 512);
+        assert_true(e[2].len > 16 * 1024);
+        assert_int_equal(grantlog_writer_append(l, e, 4, true, t), 0);
+        for (size_t i = 0; i < 4; i++)
+                grantlog_entry_done(&e[i]);
+        grantlog_writer_close(l);
+        assert_true(grantlog_event_known("deny_summary"));
+        assert_true(grantlog_event_known("deny"));
+
+        /* the verifier takes them, in the database and in an export */
+        GrantlogVerifyOptions vo = {.trust = {.first_named = true}, .threads = 1};
+        GrantlogReport rep;
+        grantlog_verify_database(path, &vo, &rep);
+        assert_int_equal(rep.verdict, GRANTLOG_INTACT);
+        assert_int_equal(rep.n_records, 6); /* audit_key, 4, checkpoint */
+
+        char out_path[160];
+        snprintf(out_path, sizeof(out_path), "%s/export", dir);
+        for (GrantlogFormat f = GRANTLOG_FORMAT_JSONL; f <= GRANTLOG_FORMAT_OCSF; f++) {
+                FILE *out = fopen(out_path, "we");
+                char err[512] = "";
+                GrantlogExportOptions o = {.database = path,
+                                           .format = f,
+                                           .since_ms = INT64_MIN,
+                                           .until_ms = INT64_MAX,
+                                           .out = out};
+                assert_non_null(out);
+                if (grantlog_export(&o, err, sizeof(err)) != 0)
+                        fail_msg("export: %s", err);
+                assert_int_equal(fclose(out), 0);
+                Bytes b = slurp(out_path);
+                free(text);
+                text = strndup((const char *) b.p, b.n);
+                bytes_free(&b);
+                assert_non_null(text);
+                if (f == GRANTLOG_FORMAT_JSONL) {
+                        grantlog_verify_file(out_path, &vo, &rep);
+                        assert_int_equal(rep.verdict, GRANTLOG_INTACT);
+                        assert_non_null(strstr(text, "\"event\":\"deny_summary\""));
+                } else if (f == GRANTLOG_FORMAT_CSV) {
+                        /* the counts have columns; a truncated value is its JSON object */
+                        assert_non_null(strstr(
+                            text, ",count,below_floor,first_time,last_time,prev_hash,hash\r\n"));
+                        assert_non_null(strstr(text, "\"deny_summary\""));
+                        assert_non_null(strstr(text, ",\"123456\",\"6\",\""));
+                        assert_non_null(strstr(text, "{\"\"count\"\":64,\"\"length\"\":16447,"));
+                } else {
+                        /* deny, summary, grant, overflow summary: one event each */
+                        char *line = text, *nl;
+                        json_t *ev[4];
+                        size_t n = 0;
+                        while ((nl = strchr(line, '\n'))) {
+                                assert_true(n < 4);
+                                ev[n] = json_loadb(line, (size_t) (nl - line), 0, NULL);
+                                assert_non_null(ev[n]);
+                                n++;
+                                line = nl + 1;
+                        }
+                        assert_int_equal(n, 4);
+                        json_t *dst = json_object_get(ev[0], "dst_endpoint");
+                        assert_int_equal(
+                            strlen(json_string_value(json_object_get(dst, "svc_name"))),
+                            GRANTLOG_DENY_PREFIX);
+                        json_t *tr =
+                            json_object_get(json_object_get(ev[0], "unmapped"), "truncated");
+                        assert_int_equal(json_object_size(tr), 3);
+                        assert_truncated(json_object_get(tr, "audience"), audience);
+                        assert_truncated(json_object_get(tr, "peer.exe"), escaped_exe);
+                        assert_non_null(json_object_get(tr, "scopes"));
+                        assert_int_equal(json_integer_value(json_object_get(ev[1], "count")),
+                                         123456);
+                        assert_int_equal(json_integer_value(json_object_get(ev[1], "start_time")),
+                                         t - 59000);
+                        assert_int_equal(json_integer_value(json_object_get(ev[1], "end_time")),
+                                         t - 1000);
+                        assert_int_equal(json_integer_value(json_object_get(ev[1], "status_id")),
+                                         2);
+                        assert_string_equal(
+                            json_string_value(json_object_get(ev[1], "status_detail")),
+                            "no_matching_rule");
+                        assert_string_equal(
+                            json_string_value(json_object_get(
+                                json_object_get(json_object_get(ev[1], "actor"), "user"), "uid")),
+                            "4242");
+                        assert_null(json_object_get(ev[2], "count"));
+                        assert_null(
+                            json_object_get(json_object_get(ev[2], "unmapped"), "truncated"));
+                        assert_int_equal(json_integer_value(json_object_get(ev[2], "status_id")),
+                                         1);
+                        assert_true(json_is_null(json_object_get(
+                            json_object_get(json_object_get(ev[3], "actor"), "user"), "uid")));
+                        for (size_t i = 0; i < n; i++)
+                                json_decref(ev[i]);
+                }
+        }
+
+        /* a count edited is caught, at its seq */
+        sql_exec(path, "UPDATE records SET body = json_set(body, '$.count', 1) WHERE event = "
+                       "'deny_summary' AND seq = 3");
+        grantlog_verify_database(path, &vo, &rep);
+        assert_int_equal(rep.verdict, GRANTLOG_TAMPERED);
+        assert_int_equal(rep.problem_seq, 3);
+
+        json_decref(peer);
+        free(escaped_exe);
+        free(joined);
+        free(text);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1013,6 +1264,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_prune_refuses_a_stretch_that_does_not_verify,
                                             setup, teardown),
             cmocka_unit_test_setup_teardown(test_failed_writes_change_nothing, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_deny_records_bounded_and_summaries_verify, setup,
+                                            teardown),
         };
 
         if (sodium_init() < 0 || signer_init() < 0)

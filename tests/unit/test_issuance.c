@@ -8,7 +8,11 @@
  *
  * Every token is checked independently of the signer: libsodium verifies an EdDSA signature with
  * the public JWK's "x", OpenSSL an ES256 one with a key rebuilt from "x" and "y"; the record's
- * token_sha256 is recomputed from the token with libsodium. */
+ * token_sha256 is recomputed from the token with libsodium.
+ *
+ * Denials beyond a uid's budget (and below the free-space floor) are counted, not recorded, and
+ * leave as deny_summary records: the tests drive issuance_flush_denials() where the daemon's
+ * timer and loop exit would, and one runs the timer on a real loop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <errno.h>
@@ -76,6 +80,7 @@ typedef struct FakeSink {
         pthread_mutex_t lock;
         pthread_cond_t wake;
         bool threaded, stop;
+        bool hold; /* a threaded sink answers nothing until sink_release() */
         pthread_t thread;
         int result;       /* what done reports: 0 (durable) or -errno */
         int submit_error; /* < 0: submit refuses every record with this */
@@ -98,8 +103,10 @@ static int sink_submit(void *ctx, json_t *record, int64_t time_ms, bool announce
 
         json_decref(record);
         atomic_fetch_add(&s->submits, 1);
-        /* every token record is announced before it is submitted */
-        if (!announced || atomic_load(&s->expected) < 1)
+        /* every token record is announced before it is submitted; a deny_summary, which no
+         * request waits for, is not */
+        if (announced ? atomic_load(&s->expected) < 1
+                      : !text || !strstr(text, "\"event\":\"deny_summary\""))
                 atomic_store(&s->expect_violation, true);
         if (!text)
                 return -ENOMEM;
@@ -139,7 +146,8 @@ static int sink_submit(void *ctx, json_t *record, int64_t time_ms, bool announce
         }
         pthread_mutex_unlock(&s->lock);
         /* queued: the record settles its announcement, as the store's does */
-        atomic_fetch_sub(&s->expected, 1);
+        if (announced)
+                atomic_fetch_sub(&s->expected, 1);
         if (!item)
                 done(s->result, userdata);
         return 0;
@@ -161,7 +169,7 @@ static void *sink_main(void *userdata)
                 SinkItem *item;
 
                 pthread_mutex_lock(&s->lock);
-                while (!s->head && !s->stop)
+                while ((!s->head || s->hold) && !s->stop)
                         pthread_cond_wait(&s->wake, &s->lock);
                 item = s->head;
                 if (item) {
@@ -203,6 +211,15 @@ static void sink_stop(FakeSink *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->thread, NULL);
         s->threaded = false;
+}
+
+/* A held sink answers what it has, and from now on everything. */
+static void sink_release(FakeSink *s)
+{
+        pthread_mutex_lock(&s->lock);
+        s->hold = false;
+        pthread_cond_broadcast(&s->wake);
+        pthread_mutex_unlock(&s->lock);
 }
 
 static void sink_done(FakeSink *s)
@@ -470,6 +487,7 @@ static void env_start_loop(Env *e, Config *c, unsigned threads)
         assert_int_equal(mailbox_new(e->event, &e->mailbox), 0);
         sink_start_thread(&e->sink);
         deps = (IssuanceDeps){
+            .event = e->event,
             .workers = e->workers,
             .mailbox = e->mailbox,
             .keys = {.active = keys_active, .ctx = &keys},
@@ -539,11 +557,13 @@ static char *expand(const char *s)
         return out;
 }
 
-/* A config with `issuer`, the given "limits" object (or NULL) and "rules" array, in the quoting
- * of expand(). Tokens: 5m by default, at most 1h. */
-static Config *config_make(const char *issuer, const char *limits_sq, const char *rules_sq)
+/* A config with `issuer`, the given "limits" object (or NULL), more "audit" members (or NULL)
+ * and "rules" array, in the quoting of expand(). Tokens: 5m by default, at most 1h. */
+static Config *config_make_audit(const char *issuer, const char *limits_sq, const char *audit_sq,
+                                 const char *rules_sq)
 {
         _cleanup_free_ char *limits = limits_sq ? expand(limits_sq) : NULL;
+        _cleanup_free_ char *audit = audit_sq ? expand(audit_sq) : NULL;
         _cleanup_free_ char *rules = expand(rules_sq);
         _cleanup_free_ char *text = NULL;
         char **errs = NULL;
@@ -555,10 +575,14 @@ static Config *config_make(const char *issuer, const char *limits_sq, const char
                      "{\"issuer\": \"%s\","
                      " \"listen\": {\"workload\": \"/run/w.sock\", \"admin\": \"/run/a.sock\"},"
                      " \"state_directory\": \"/var/lib/brokerd\","
-                     " \"audit\": {\"database\": \"/var/lib/brokerd/audit.db\"},"
+                     " \"audit\": {%s%s%s},"
                      " \"tokens\": {\"default_ttl\": \"5m\", \"max_ttl\": \"1h\"},"
                      " %s%s%s \"rules\": %s}",
-                     issuer, limits ? "\"limits\": " : "", limits ? limits : "", limits ? "," : "",
+                     issuer, audit ? audit : "", audit ? ", " : "",
+                     audit && strstr(audit, "\"database\"")
+                         ? "\"checkpoint_every\": 1000"
+                         : "\"database\": \"/var/lib/brokerd/audit.db\"",
+                     limits ? "\"limits\": " : "", limits ? limits : "", limits ? "," : "",
                      rules) > 0);
         r = config_parse_text(text, strlen(text), "issuance.json", &c, &errs);
         if (r != 0) {
@@ -568,6 +592,11 @@ static Config *config_make(const char *issuer, const char *limits_sq, const char
                 fail_msg("config rejected (%d): %s", r, text);
         }
         return c;
+}
+
+static Config *config_make(const char *issuer, const char *limits_sq, const char *rules_sq)
+{
+        return config_make_audit(issuer, limits_sq, NULL, rules_sq);
 }
 
 /* The rule this process's requests meet: its subject names the uid and the rule. */
@@ -1289,6 +1318,541 @@ static void test_caller_gone_before_identify(void **state)
         caller_unref(child);
 }
 
+/* ---- denials: a budget per uid, counts beyond it, summaries ---------------------------------- */
+
+/* The records of one event the sink holds, parsed, in order; their number. */
+static size_t records_of(Env *e, const char *event, json_t **out, size_t max)
+{
+        size_t n = 0, total = sink_count(&e->sink);
+
+        for (size_t i = 0; i < total; i++) {
+                json_t *rec = record(e, i);
+                if (strcmp(str(rec, "event"), event) == 0 && n < max)
+                        out[n++] = rec;
+                else
+                        json_decref(rec);
+        }
+        return n;
+}
+
+static void decref_all(json_t **v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                json_decref(v[i]);
+}
+
+/* A deny_summary record: its uid (or null), reason and count, and first <= last. */
+static void assert_summary(const json_t *rec, int64_t uid, const char *reason, uint64_t count,
+                           uint64_t below_floor)
+{
+        json_t *peer = json_object_get(rec, "peer");
+        int64_t first, last;
+
+        assert_string_equal(str(rec, "event"), "deny_summary");
+        assert_int_equal(json_object_size(peer), 1);
+        if (uid < 0)
+                assert_true(json_is_null(json_object_get(peer, "uid")));
+        else
+                assert_int_equal(num(peer, "uid"), uid);
+        assert_string_equal(str(rec, "reason"), reason);
+        assert_int_equal(num(rec, "count"), count);
+        assert_int_equal(num(rec, "below_floor"), below_floor);
+        assert_int_equal(time_parse_rfc3339(str(rec, "first_time"), &first), 0);
+        assert_int_equal(time_parse_rfc3339(str(rec, "last_time"), &last), 0);
+        assert_true(first <= last);
+        assert_true(last <= now_unix_ms());
+        assert_non_null(str(rec, "time"));
+}
+
+/* Issues a request and waits for its answer. */
+static void issue_wait(Env *e, Caller *c, const char *req_sq, Answer *a)
+{
+        size_t before = e->answered;
+
+        assert_int_equal(issue(e, c, req_sq, a), 0);
+        wait_answers(e, before + 1);
+}
+
+#define EVIL  "{'audience': 'https://evil.example.org'}"
+#define ADMIN "{'audience': '" AUD "', 'scopes': ['admin']}"
+
+/* Two records a uid; the rest of its denials counted per reason, and summarized at the end of
+ * the interval (here: at the close, as when brokerd stops), after which every denial has a
+ * record of its own. */
+static void test_deny_budget(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c =
+            config_make_audit(ISSUER, NULL, "'deny_budget': 2", "[" OTHER_RULE ", " WEB_RULE "]");
+        Answer *a = answers(e, 8);
+        json_t *recs[8];
+        size_t n;
+        IssuanceStats st;
+
+        env_start(e, c, 2, true);
+        for (size_t i = 0; i < 7; i++)
+                issue_wait(e, e->self, i < 5 ? EVIL : ADMIN, &a[i]);
+        assert_quiet(e);
+        for (size_t i = 0; i < 7; i++) {
+                assert_int_equal(a[i].calls, 1);
+                assert_int_equal(a[i].status, ISSUE_DENIED);
+                /* a counted denial says the same as a recorded one */
+                assert_non_null(strstr(a[i].message, i < 5 ? "evil.example.org" : "\"admin\""));
+        }
+        assert_int_equal(sink_count(&e->sink), 2);
+        st = stats(e);
+        assert_int_equal(st.denials, 7);
+        assert_int_equal(st.denials_counted, 5);
+
+        /* the interval has not ended: nothing is due */
+        issuance_flush_denials(e->svc, false);
+        sink_stop(&e->sink);
+        assert_int_equal(sink_count(&e->sink), 2);
+
+        issuance_flush_denials(e->svc, true);
+        n = records_of(e, "deny_summary", recs, 8);
+        assert_int_equal(n, 2);
+        assert_summary(recs[0], getuid(), "audience_not_allowed", 3, 0);
+        assert_summary(recs[1], getuid(), "scope_not_allowed", 2, 0);
+        assert_int_equal(num(recs[0], "budget"), 2);
+        assert_int_equal(num(recs[0], "interval_s"), 60);
+        decref_all(recs, n);
+
+        /* closed: a record whatever the budget */
+        e->sink.result = 0;
+        issue_wait(e, e->self, EVIL, &a[7]);
+        assert_int_equal(a[7].status, ISSUE_DENIED);
+        assert_int_equal(records_of(e, "deny", recs, 8), 3);
+        decref_all(recs, 3);
+        assert_int_equal(stats(e).denials_counted, 5);
+}
+
+/* The budget is per uid; grants are never counted, however spent the budget. */
+static void test_deny_budget_per_uid_grants_never_counted(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c =
+            config_make_audit(ISSUER, NULL, "'deny_budget': 1", "[" WEB_RULE "]");
+        Answer *a = answers(e, 12);
+        Caller *other = NULL;
+        json_t *recs[12];
+        size_t n;
+
+        env_start(e, c, 2, false);
+        assert_int_equal(
+            caller_from_cred(&(struct ucred){.pid = getpid(), .uid = 4242, .gid = 4242}, &other),
+            0);
+        for (size_t i = 0; i < 4; i++) {
+                issue_wait(e, e->self, EVIL, &a[3 * i]);
+                issue_wait(e, e->self, "{'audience': '" AUD "'}", &a[3 * i + 1]);
+                issue_wait(e, other, "{'audience': '" AUD "'}", &a[3 * i + 2]);
+        }
+        assert_quiet(e);
+        for (size_t i = 0; i < 4; i++) {
+                assert_int_equal(a[3 * i].status, ISSUE_DENIED);
+                assert_int_equal(a[3 * i + 1].status, ISSUE_GRANTED);
+                assert_int_equal(a[3 * i + 2].status, ISSUE_DENIED);
+        }
+        n = records_of(e, "grant", recs, 12);
+        assert_int_equal(n, 4);
+        decref_all(recs, n);
+        /* one record for each uid: the budget of one is not the other's */
+        n = records_of(e, "deny", recs, 12);
+        assert_int_equal(n, 2);
+        assert_int_equal(num(json_object_get(recs[0], "peer"), "uid"), getuid());
+        assert_int_equal(num(json_object_get(recs[1], "peer"), "uid"), 4242);
+        decref_all(recs, n);
+
+        issuance_flush_denials(e->svc, true);
+        n = records_of(e, "deny_summary", recs, 12);
+        assert_int_equal(n, 2);
+        if (num(json_object_get(recs[0], "peer"), "uid") != 4242) {
+                assert_summary(recs[0], getuid(), "audience_not_allowed", 3, 0);
+                assert_summary(recs[1], 4242, "identity_unconfirmed", 3, 0);
+        } else {
+                assert_summary(recs[0], 4242, "identity_unconfirmed", 3, 0);
+                assert_summary(recs[1], getuid(), "audience_not_allowed", 3, 0);
+        }
+        decref_all(recs, n);
+        caller_unref(other);
+}
+
+/* Once the interval ends the counts are due and the budget is whole again. */
+static void test_deny_interval(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c = config_make_audit(
+            ISSUER, NULL, "'deny_budget': 1, 'deny_interval': 1", "[" WEB_RULE "]");
+        Answer *a = answers(e, 6);
+        json_t *recs[6];
+        size_t n;
+
+        env_start(e, c, 2, false);
+        for (size_t i = 0; i < 3; i++)
+                issue_wait(e, e->self, EVIL, &a[i]);
+        assert_int_equal(records_of(e, "deny", recs, 6), 1);
+        json_decref(recs[0]);
+        usleep(1100 * 1000);
+        issuance_flush_denials(e->svc, false);
+        n = records_of(e, "deny_summary", recs, 6);
+        assert_int_equal(n, 1);
+        assert_summary(recs[0], getuid(), "audience_not_allowed", 2, 0);
+        json_decref(recs[0]);
+
+        /* a new interval: a record again, then counts again */
+        issue_wait(e, e->self, EVIL, &a[3]);
+        issue_wait(e, e->self, EVIL, &a[4]);
+        n = records_of(e, "deny", recs, 6);
+        assert_int_equal(n, 2);
+        decref_all(recs, n);
+        issuance_flush_denials(e->svc, false); /* not yet due */
+        assert_int_equal(records_of(e, "deny_summary", recs, 6), 1);
+        json_decref(recs[0]);
+        usleep(1100 * 1000);
+        /* a request in the new interval makes the counts of the last one due as well */
+        issue_wait(e, e->self, EVIL, &a[5]);
+        issuance_flush_denials(e->svc, false);
+        n = records_of(e, "deny_summary", recs, 6);
+        assert_int_equal(n, 2);
+        assert_summary(recs[1], getuid(), "audience_not_allowed", 1, 0);
+        decref_all(recs, n);
+        assert_int_equal(stats(e).denials_counted, 3);
+}
+
+/* Fail closed, for a denial: one with a record of its own is answered after its commit, like a
+ * grant; a counted one at once, before any summary is written (it gives nothing away). */
+static void test_deny_counted_is_answered_before_any_commit(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c =
+            config_make_audit(ISSUER, NULL, "'deny_budget': 1", "[" WEB_RULE "]");
+        Answer *a = answers(e, 3);
+
+        e->sink.hold = true;
+        env_start(e, c, 2, true);
+        assert_int_equal(issue(e, e->self, EVIL, &a[0]), 0);
+        assert_int_equal(issue(e, e->self, "{'audience': '" AUD "'}", &a[1]), 0);
+        /* the record of the first denial and the grant's wait in the held sink */
+        uint64_t deadline = now_mono_usec() + WAIT_USEC;
+        while (sink_count(&e->sink) < 2 && now_mono_usec() < deadline)
+                usleep(1000);
+        assert_int_equal(sink_count(&e->sink), 2);
+        assert_quiet(e);
+        assert_int_equal(a[0].calls, 0);
+        assert_int_equal(a[1].calls, 0);
+
+        /* over the budget: answered now, nothing written */
+        assert_int_equal(issue(e, e->self, EVIL, &a[2]), 0);
+        wait_answers(e, 1);
+        assert_int_equal(a[2].calls, 1);
+        assert_int_equal(a[2].status, ISSUE_DENIED);
+        assert_int_equal(sink_count(&e->sink), 2);
+        assert_int_equal(stats(e).in_flight, 2);
+
+        sink_release(&e->sink);
+        wait_answers(e, 3);
+        assert_int_equal(a[0].status, ISSUE_DENIED);
+        assert_int_equal(a[1].status, ISSUE_GRANTED);
+        /* the count is in the summary, once it is written */
+        json_t *rec;
+        issuance_flush_denials(e->svc, true);
+        sink_stop(&e->sink);
+        assert_int_equal(records_of(e, "deny_summary", &rec, 1), 1);
+        assert_summary(rec, getuid(), "audience_not_allowed", 1, 0);
+        json_decref(rec);
+}
+
+/* Below the free-space floor only grants are written: every denial is counted (the budget
+ * untouched), its summary waits until there is room, and says how many came below the floor. */
+static void test_deny_below_floor(void **state)
+{
+        Env *e = *state;
+        char dir[64], audit[256];
+        Config *full, *roomy;
+        Answer *a = answers(e, 6);
+        json_t *recs[6];
+        size_t n;
+
+        assert_int_equal(tmpdir_make(dir, sizeof(dir), "floor"), 0);
+        /* 100 %: free space is always below it */
+        snprintf(audit, sizeof(audit),
+                 "'database': '%s/audit.db', 'deny_interval': 1, 'free_space_floor': '100%%'", dir);
+        full = config_make_audit(ISSUER, NULL, audit, "[" WEB_RULE "]");
+        snprintf(audit, sizeof(audit),
+                 "'database': '%s/audit.db', 'deny_interval': 1, 'free_space_floor': 0", dir);
+        roomy = config_make_audit(ISSUER, NULL, audit, "[" WEB_RULE "]");
+
+        env_start(e, full, 2, false);
+        for (size_t i = 0; i < 4; i++)
+                issue_wait(e, e->self, EVIL, &a[i]);
+        issue_wait(e, e->self, "{'audience': '" AUD "'}", &a[4]);
+        for (size_t i = 0; i < 4; i++)
+                assert_int_equal(a[i].status, ISSUE_DENIED);
+        assert_int_equal(a[4].status, ISSUE_GRANTED);
+        assert_int_equal(sink_count(&e->sink), 1); /* the grant */
+        assert_int_equal(stats(e).denials_counted, 4);
+
+        /* the interval is over, but there is no room: held */
+        usleep(1100 * 1000);
+        issuance_flush_denials(e->svc, false);
+        assert_int_equal(sink_count(&e->sink), 1);
+
+        /* room again (a reload without a floor stands in for the disk): written */
+        issuance_set_config(e->svc, roomy);
+        issuance_flush_denials(e->svc, false);
+        n = records_of(e, "deny_summary", recs, 6);
+        assert_int_equal(n, 1);
+        assert_summary(recs[0], getuid(), "audience_not_allowed", 4, 4);
+        json_decref(recs[0]);
+        /* the budget was not spent below the floor */
+        issue_wait(e, e->self, EVIL, &a[5]);
+        assert_int_equal(records_of(e, "deny", recs, 6), 1);
+        json_decref(recs[0]);
+
+        config_unref(full);
+        config_unref(roomy);
+        assert_int_equal(tmpdir_remove(dir), 0);
+}
+
+/* A summary the log cannot write keeps its counts: the next one has them. */
+static void test_deny_summary_write_fails(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c = config_make_audit(
+            ISSUER, NULL, "'deny_budget': 0, 'deny_interval': 1", "[" WEB_RULE "]");
+        Answer *a = answers(e, 5);
+        json_t *recs[4];
+        size_t n;
+
+        env_start(e, c, 2, false);
+        for (size_t i = 0; i < 3; i++)
+                issue_wait(e, e->self, EVIL, &a[i]);
+        assert_int_equal(sink_count(&e->sink), 0);
+        usleep(1100 * 1000);
+        e->sink.result = -EIO;
+        issuance_flush_denials(e->svc, false);
+        assert_int_equal(sink_count(&e->sink), 1); /* tried, and failed */
+        e->sink.submit_error = -ESHUTDOWN;
+        issuance_flush_denials(e->svc, false);
+        assert_int_equal(sink_count(&e->sink), 1); /* refused */
+        e->sink.submit_error = 0;
+        e->sink.result = 0;
+        issue_wait(e, e->self, EVIL, &a[3]);
+        issuance_flush_denials(e->svc, false);
+        n = records_of(e, "deny_summary", recs, 4);
+        assert_int_equal(n, 2);
+        assert_summary(recs[1], getuid(), "audience_not_allowed", 4, 0);
+        decref_all(recs, n);
+}
+
+/* The worst request a caller can make is recorded bounded (the format: test_grantlog_writer). */
+static void test_deny_record_bounded(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c = web_config();
+        _cleanup_(json_decrefp_) json_t *rec = NULL;
+        _cleanup_free_ char *req = NULL;
+        FILE *m;
+        size_t len = 0;
+
+        m = open_memstream(&req, &len);
+        assert_non_null(m);
+        fputs("{'audience': 'https://", m);
+        for (size_t i = 0; i < 1010; i++)
+                fputc('a' + (int) (i % 26), m);
+        fputs("', 'scopes': [", m);
+        for (size_t i = 0; i < 64; i++) {
+                fprintf(m, "%s'%02zu", i ? ", " : "", i);
+                for (size_t k = 0; k < 254; k++)
+                        fputc('s', m);
+                fputc('\'', m);
+        }
+        fputs("]}", m);
+        assert_int_equal(fclose(m), 0);
+        env_start(e, c, 2, true);
+        rec = deny_one(e, e->self, req);
+        assert_int_equal(e->answers[0].status, ISSUE_DENIED);
+        json_t *aud = json_object_get(rec, "audience");
+        assert_true(json_is_true(json_object_get(aud, "truncated")));
+        assert_int_equal(num(aud, "length"), 1018);
+        json_t *sc = json_object_get(rec, "scopes");
+        assert_int_equal(num(sc, "count"), 64);
+        assert_int_equal(num(sc, "length"), 64 * 256 + 63);
+        assert_true(strlen(e->sink.texts[0]) < 1536);
+        assert_string_equal(str(rec, "reason"), "audience_not_allowed");
+}
+
+/* A request taken inside a loop iteration, as the transport takes it. */
+typedef struct LoopOne {
+        Env *env;
+        const char *req;
+        Answer *a;
+        int r;
+} LoopOne;
+
+static int issue_one_in_iteration(sd_event_source *src, void *userdata)
+{
+        LoopOne *lo = userdata;
+
+        lo->r = issue(lo->env, lo->env->self, lo->req, lo->a);
+        return 0;
+}
+
+static void loop_issue_wait(Env *e, const char *req_sq, Answer *a)
+{
+        LoopOne lo = {.env = e, .req = req_sq, .a = a};
+        size_t before = e->answered;
+        uint64_t deadline = now_mono_usec() + WAIT_USEC;
+        sd_event_source *src = NULL;
+
+        assert_int_equal(sd_event_add_defer(e->event, &src, issue_one_in_iteration, &lo), 0);
+        assert_int_equal(sd_event_source_set_enabled(src, SD_EVENT_ONESHOT), 0);
+        while (e->answered == before && now_mono_usec() < deadline)
+                assert_true(sd_event_run(e->event, 100 * 1000) >= 0);
+        sd_event_source_disable_unref(src);
+        assert_int_equal(lo.r, 0);
+        assert_int_equal(e->answered, before + 1);
+}
+
+/* The daemon's wiring: the loop's timer writes the summary once the interval is over, and the
+ * loop's exit the last counts, before brokerd writes "stopped". */
+static void test_deny_summaries_from_the_loop(void **state)
+{
+        Env *e = *state;
+        _cleanup_(config_unrefp) Config *c = config_make_audit(
+            ISSUER, NULL, "'deny_budget': 1, 'deny_interval': 2", "[" WEB_RULE "]");
+        Answer *a = answers(e, 6);
+        json_t *recs[6];
+        uint64_t deadline;
+        size_t n;
+
+        env_start_loop(e, c, 2);
+        for (size_t i = 0; i < 3; i++)
+                loop_issue_wait(e, EVIL, &a[i]);
+        assert_int_equal(stats(e).denials_counted, 2);
+        /* no request comes: the timer finds the summary due, about a second after the interval */
+        deadline = now_mono_usec() + 6 * 1000 * 1000;
+        while ((n = records_of(e, "deny_summary", recs, 6)) == 0 && now_mono_usec() < deadline)
+                assert_true(sd_event_run(e->event, 100 * 1000) >= 0);
+        assert_int_equal(n, 1);
+        assert_summary(recs[0], getuid(), "audience_not_allowed", 2, 0);
+        json_decref(recs[0]);
+
+        for (size_t i = 3; i < 6; i++)
+                loop_issue_wait(e, EVIL, &a[i]);
+        assert_int_equal(stats(e).denials_counted, 4);
+        /* brokerd stops: the loop's exit writes what is counted, whatever the interval */
+        assert_int_equal(sd_event_exit(e->event, 0), 0);
+        assert_true(sd_event_run(e->event, 0) >= 0);
+        deadline = now_mono_usec() + WAIT_USEC;
+        while ((n = records_of(e, "deny_summary", recs, 6)) < 2 && now_mono_usec() < deadline) {
+                decref_all(recs, n);
+                usleep(1000);
+        }
+        assert_int_equal(n, 2);
+        assert_summary(recs[1], getuid(), "audience_not_allowed", 2, 0);
+        decref_all(recs, n);
+}
+
+/* The audit keys of the configuration: defaults, the forms they take, and every problem named
+ * by its JSON path. */
+static void assert_config_problem(const char *audit_sq, const char *want)
+{
+        _cleanup_free_ char *audit = expand(audit_sq);
+        _cleanup_free_ char *text = NULL;
+        char **errs = NULL;
+        Config *c = NULL;
+        bool found = false;
+
+        assert_true(asprintf(&text,
+                             "{\"issuer\": \"" ISSUER "\", \"listen\": {\"workload\": "
+                             "\"/run/w.sock\", \"admin\": \"/run/a.sock\"}, \"state_directory\": "
+                             "\"/var/lib/brokerd\", \"audit\": {\"database\": \"/x/audit.db\", %s},"
+                             " \"rules\": []}",
+                             audit) > 0);
+        assert_int_equal(config_parse_text(text, strlen(text), "t.json", &c, &errs), -EINVAL);
+        for (char **p = errs; p && *p; p++)
+                found |= strcmp(*p, want) == 0;
+        if (!found) {
+                for (char **p = errs; p && *p; p++)
+                        print_error("  %s\n", *p);
+                fail_msg("no problem \"%s\"", want);
+        }
+        strv_free(errs);
+}
+
+static void test_audit_config_keys(void **state)
+{
+        static const struct {
+                const char *sq;
+                int kind;
+                uint64_t value;
+        } floors[] = {
+            {"'free_space_floor': 1048576", AUDIT_FLOOR_BYTES, 1048576},
+            {"'free_space_floor': '0'", AUDIT_FLOOR_BYTES, 0},
+            {"'free_space_floor': '512'", AUDIT_FLOOR_BYTES, 512},
+            {"'free_space_floor': '64M'", AUDIT_FLOOR_BYTES, 64ull << 20},
+            {"'free_space_floor': '2G'", AUDIT_FLOOR_BYTES, 2ull << 30},
+            {"'free_space_floor': '3K'", AUDIT_FLOOR_BYTES, 3072},
+            {"'free_space_floor': '5%'", AUDIT_FLOOR_PERCENT, 5},
+        };
+        Config *c = config_make(ISSUER, NULL, "[]");
+
+        assert_int_equal(c->audit_deny_budget, 100);
+        assert_int_equal(c->audit_deny_interval_ms, 60000);
+        assert_int_equal(c->audit_free_space_floor.kind, AUDIT_FLOOR_DEFAULT);
+        /* the default: 64 MiB, or a tenth of a smaller filesystem */
+        assert_int_equal(config_audit_floor_bytes(&c->audit_free_space_floor, 10ull << 30),
+                         64ull << 20);
+        assert_int_equal(config_audit_floor_bytes(&c->audit_free_space_floor, 48ull << 20),
+                         (48ull << 20) / 10);
+        config_unref(c);
+        c = config_make_audit(ISSUER, NULL, "'deny_budget': 0, 'deny_interval': '24h'", "[]");
+        assert_int_equal(c->audit_deny_budget, 0);
+        assert_int_equal(c->audit_deny_interval_ms, 86400000);
+        config_unref(c);
+        for (size_t i = 0; i < ELEMENTSOF(floors); i++) {
+                c = config_make_audit(ISSUER, NULL, floors[i].sq, "[]");
+                assert_int_equal(c->audit_free_space_floor.kind, floors[i].kind);
+                assert_int_equal(c->audit_free_space_floor.value, floors[i].value);
+                config_unref(c);
+        }
+        AuditFloor pct = {AUDIT_FLOOR_PERCENT, 5};
+        assert_int_equal(config_audit_floor_bytes(&pct, 1000), 50);
+        assert_int_equal(config_audit_floor_bytes(&pct, UINT64_MAX), UINT64_MAX / 100 * 5);
+
+        assert_config_problem("'deny_budget': 'x'",
+                              "audit.deny_budget: expected integer, got string");
+        assert_config_problem("'deny_budget': -1",
+                              "audit.deny_budget: must be between 0 and 1000000");
+        assert_config_problem("'deny_interval': 0",
+                              "audit.deny_interval: must be at least 1 seconds");
+        assert_config_problem("'deny_interval': '25h'", "audit.deny_interval: must be at most 24h");
+        assert_config_problem("'free_space_floor': true",
+                              "audit.free_space_floor: expected bytes (integer) or a string such "
+                              "as \"64M\" or \"5%\", got boolean");
+        assert_config_problem("'free_space_floor': -1",
+                              "audit.free_space_floor: must not be negative");
+        assert_config_problem("'free_space_floor': '101%'",
+                              "audit.free_space_floor: a percentage must be between 0 and 100, "
+                              "got \"101%\"");
+        assert_config_problem("'free_space_floor': '99999999999T'",
+                              "audit.free_space_floor: size too large: \"99999999999T\"");
+        static const char *const bad[] = {"'5x'", "'M'", "''", "'-5M'", "'5MiB'", "'5 M'", "'5%%'"};
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                char sq[64], want[256];
+                snprintf(sq, sizeof(sq), "'free_space_floor': %s", bad[i]);
+                snprintf(want, sizeof(want),
+                         "audit.free_space_floor: invalid size \"%.*s\": expected a number of "
+                         "bytes, with K, M, G or T, or a percentage (e.g. \"64M\", \"5%%\")",
+                         (int) strlen(bad[i]) - 2, bad[i] + 1);
+                assert_config_problem(sq, want);
+        }
+        /* all at once, each with its path */
+        assert_config_problem("'deny_budget': 'x', 'free_space_floor': true, 'deny_typo': 1",
+                              "audit.deny_typo: unknown key");
+}
+
 /* ---- the rate limit ------------------------------------------------------------------------ */
 
 static void test_rate_limit(void **state)
@@ -1508,7 +2072,9 @@ static void test_many_at_once(void **state)
 {
         enum { N = 1000, THREADS = 4 };
         Env *e = *state;
-        _cleanup_(config_unrefp) Config *c = config_make(ISSUER, "{'rate': 0}", "[" WEB_RULE "]");
+        /* a budget for every denial: each has a record of its own */
+        _cleanup_(config_unrefp) Config *c =
+            config_make_audit(ISSUER, "{'rate': 0}", "'deny_budget': 1000", "[" WEB_RULE "]");
         Answer *a = answers(e, N);
         _cleanup_free_ char **jtis = calloc(N, sizeof(char *));
         size_t n_jti = 0, n_denied = 0;
@@ -1676,6 +2242,15 @@ int main(void)
             T(test_many_at_once),
             T(test_workers_drained),
             T(test_event_loop_wiring),
+            T(test_deny_budget),
+            T(test_deny_budget_per_uid_grants_never_counted),
+            T(test_deny_interval),
+            T(test_deny_counted_is_answered_before_any_commit),
+            T(test_deny_below_floor),
+            T(test_deny_summary_write_fails),
+            T(test_deny_record_bounded),
+            T(test_deny_summaries_from_the_loop),
+            cmocka_unit_test(test_audit_config_keys),
         };
 
         return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -410,9 +410,10 @@ static void test_make_dir_over_file(void **state)
 
         assert_int_equal(path_make_dir(P("file"), 0700, true, false, err, sizeof(err)), -ENOTDIR);
         assert_err_contains("%s: is a regular file, wanted a directory", P("file"));
+        /* The walk stops at the file on the way, and names it. */
         assert_int_equal(path_make_dir(P("file/sub"), 0700, true, false, err, sizeof(err)),
                          -ENOTDIR);
-        assert_err_contains("%s: cannot create directory", P("file/sub"));
+        assert_err_contains("%s: is a regular file, wanted a directory", P("file"));
 }
 
 static void test_err_buffer_handling(void **state)
@@ -453,6 +454,345 @@ static void test_relative_paths(void **state)
         assert_int_equal(chdir(cwd), 0);
 }
 
+/* --- directories brokerd creates names in: no sticky exception for the last one ----------- */
+
+static void test_make_dir_sticky_last_refused(void **state)
+{
+        struct stat st, st2;
+        int fd = -EBADF;
+
+        make_dir("shared", 01777);
+
+        /* The state, grant log, socket and publish directories: another user could create the
+         * database, the lock or a symlink in them first. */
+        assert_int_equal(path_make_dir(P("shared"), 0700, false, false, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 1777), wanted no "
+                            "group/other write (e.g. 0755); the sticky bit is no exception",
+                            P("shared"));
+        assert_int_equal(path_make_dir(P("shared"), 0700, true, false, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 1777), wanted no "
+                            "group/other write (e.g. 0700)",
+                            P("shared"));
+        /* Left as it was. */
+        assert_int_equal(mode_of("shared"), 01777);
+
+        /* Group-writable without the sticky bit says the same. */
+        make_dir("gw", 0775);
+        assert_int_equal(path_make_dir(P("gw"), 0755, false, false, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 0775)", P("gw"));
+
+        /* A directory of its own below a sticky one is fine: the ancestor keeps the rule. */
+        assert_int_equal(path_make_dir(P("shared/state"), 0700, true, false, err, sizeof(err)), 0);
+        assert_int_equal(mode_of("shared/state"), 0700);
+        /* ... and the same walk, asked for the directory, hands out a descriptor of it. */
+        assert_int_equal(
+            path_open_dir(P("shared/state"), PATH_STRICT | PATH_PRIVATE, 0, &fd, err, sizeof(err)),
+            0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(stat(P("shared/state"), &st2), 0);
+        assert_true(st.st_ino == st2.st_ino && st.st_dev == st2.st_dev);
+        close(fd);
+
+        /* path_check_dir_chain() (the master key's directory) keeps the sticky exception. */
+        assert_int_equal(path_check_dir_chain(P("shared"), false, err, sizeof(err)), 0);
+}
+
+static void test_open_dir_last_reached_by_dotdot(void **state)
+{
+        make_dir("shared", 01777);
+        make_dir("shared/sub", 0755);
+
+        /* "shared/sub/.." is "shared": the last directory's rule applies to it too. */
+        assert_int_equal(path_open_dir(P("shared/sub/.."), PATH_STRICT, 0, NULL, err, sizeof(err)),
+                         -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 1777)",
+                            P("shared"));
+        assert_int_equal(path_open_dir(P("shared/sub/."), PATH_STRICT, 0, NULL, err, sizeof(err)),
+                         0);
+}
+
+static void test_own_symlink_in_sticky_dir_followed(void **state)
+{
+        /* A link of our own (or root's) in a sticky directory cannot be replaced by others. */
+        make_dir("shared", 01777);
+        make_dir("real", 0755);
+        make_symlink(P("real"), "shared/link");
+
+        assert_int_equal(path_make_dir(P("shared/link/state"), 0700, true, false, err, sizeof(err)),
+                         0);
+        assert_int_equal(mode_of("real/state"), 0700);
+}
+
+/* Root only: a symlink owned by another uid, planted where a directory was to be created. */
+static void test_planted_symlink_not_followed(void **state)
+{
+        struct stat before, after;
+
+        if (geteuid() != 0)
+                skip(); /* only root can give a symlink away */
+
+        make_dir("shared", 01777);
+        make_dir("target", 0755);
+        make_symlink(P("target"), "shared/pub");
+        assert_int_equal(lchown(P("shared/pub"), 1234, 1234), 0);
+        assert_int_equal(stat(P("target"), &before), 0);
+
+        assert_int_equal(path_make_dir(P("shared/pub"), 0755, false, false, err, sizeof(err)),
+                         -EPERM);
+        assert_err_contains("%s: symlink owned by uid 1234, wanted a directory, or a symlink "
+                            "owned by root or uid 0",
+                            P("shared/pub"));
+        assert_int_equal(
+            path_make_dir(P("shared/pub/.well-known"), 0755, false, false, err, sizeof(err)),
+            -EPERM);
+        assert_err_contains("%s: symlink owned by uid 1234", P("shared/pub"));
+        assert_int_equal(path_check_dir_chain(P("shared/pub"), false, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: symlink owned by uid 1234", P("shared/pub"));
+        /* The target is untouched: nothing was created in it. */
+        assert_int_equal(stat(P("target"), &after), 0);
+        assert_int_equal(after.st_nlink, before.st_nlink);
+        assert_int_equal(after.st_mtime, before.st_mtime);
+        assert_int_equal(access(P("target/.well-known"), F_OK), -1);
+
+        /* A dangling one is refused the same way; its target is not created. */
+        make_symlink(P("gone"), "shared/state");
+        assert_int_equal(lchown(P("shared/state"), 1234, 1234), 0);
+        assert_int_equal(path_make_dir(P("shared/state"), 0700, true, false, err, sizeof(err)),
+                         -EPERM);
+        assert_err_contains("%s: symlink owned by uid 1234", P("shared/state"));
+        assert_int_equal(access(P("gone"), F_OK), -1);
+}
+
+/* Root only: a directory another uid made first in a sticky directory. */
+static void test_make_dir_planted_directory(void **state)
+{
+        if (geteuid() != 0)
+                skip();
+
+        make_dir("shared", 01777);
+        make_dir("shared/run", 0755);
+        assert_int_equal(chown(P("shared/run"), 1234, 1234), 0);
+        assert_int_equal(path_make_dir(P("shared/run"), 0755, false, true, err, sizeof(err)),
+                         -EPERM);
+        assert_err_contains("%s: owned by uid 1234, wanted uid 0", P("shared/run"));
+        assert_int_equal(
+            path_make_dir(P("shared/run/workload"), 0755, false, true, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: owned by uid 1234, wanted root or uid 0", P("shared/run"));
+        assert_int_equal(access(P("shared/run/workload"), F_OK), -1);
+}
+
+/* --- the configuration: root's or ours, and so is its directory ---------------------------- */
+
+static int open_protected(const char *rel)
+{
+        int fd = -EBADF;
+        int r = path_open_protected_file(P(rel), &fd, err, sizeof(err));
+
+        if (r < 0) {
+                assert_int_equal(fd, -EBADF);
+                return r;
+        }
+        assert_true(fd >= 0);
+        close(fd);
+        return 0;
+}
+
+static void test_protected_file_accepted(void **state)
+{
+        char buf[16] = "";
+        int fd = -EBADF;
+
+        make_dir("etc", 0755);
+        make_file("etc/brokerd.json", 0644);
+        make_file("etc/private.json", 0600);
+        make_file("etc/group.json", 0640);
+        make_file("etc/ro.json", 0444);
+
+        /* Readable by others is fine: it holds no secret. */
+        assert_int_equal(path_open_protected_file(P("etc/brokerd.json"), &fd, err, sizeof(err)), 0);
+        assert_int_equal(read(fd, buf, sizeof(buf) - 1), 7);
+        assert_string_equal(buf, "secret\n");
+        /* A blocking descriptor, as a FILE expects. */
+        assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+        close(fd);
+        assert_int_equal(open_protected("etc/private.json"), 0);
+        assert_int_equal(open_protected("etc/group.json"), 0);
+        assert_int_equal(open_protected("etc/ro.json"), 0);
+
+        /* Below a sticky ancestor (like /tmp) in a directory of its own: fine. */
+        make_dir("shared", 01777);
+        make_dir("shared/etc", 0755);
+        make_file("shared/etc/brokerd.json", 0644);
+        assert_int_equal(open_protected("shared/etc/brokerd.json"), 0);
+}
+
+static void test_protected_file_writable_by_others(void **state)
+{
+        make_dir("etc", 0755);
+        make_file("etc/world.json", 0666);
+        make_file("etc/group.json", 0664);
+        make_file("etc/other.json", 0602);
+
+        assert_int_equal(open_protected("etc/world.json"), -EPERM);
+        assert_err_contains("%s: mode 0666, wanted no group or other write (e.g. 0644 or 0600)",
+                            P("etc/world.json"));
+        assert_int_equal(open_protected("etc/group.json"), -EPERM);
+        assert_err_contains("%s: mode 0664", P("etc/group.json"));
+        assert_int_equal(open_protected("etc/other.json"), -EPERM);
+        assert_err_contains("%s: mode 0602", P("etc/other.json"));
+}
+
+static void test_protected_file_open_directory(void **state)
+{
+        make_dir("open", 0777);
+        make_file("open/brokerd.json", 0644);
+        make_dir("shared", 01777);
+        make_file("shared/brokerd.json", 0644);
+        make_dir("gw", 0775);
+        make_file("gw/brokerd.json", 0644);
+
+        /* Whoever can write the directory can replace the file, however safe the file is. */
+        assert_int_equal(open_protected("open/brokerd.json"), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 0777), wanted no "
+                            "group/other write (e.g. 0755); the sticky bit is no exception",
+                            P("open"));
+        /* Its own directory gets no sticky exception: another user's file could stand there. */
+        assert_int_equal(open_protected("shared/brokerd.json"), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 1777)",
+                            P("shared"));
+        assert_int_equal(open_protected("gw/brokerd.json"), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 0775)", P("gw"));
+
+        /* An unsafe ancestor counts as well. */
+        make_dir("open/etc", 0755);
+        make_file("open/etc/brokerd.json", 0644);
+        assert_int_equal(open_protected("open/etc/brokerd.json"), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 0777), wanted no "
+                            "group/other write (e.g. 0755) unless sticky",
+                            P("open"));
+}
+
+static void test_protected_file_not_regular(void **state)
+{
+        make_dir("etc", 0755);
+        make_file("etc/real.json", 0644);
+        make_symlink("real.json", "etc/link.json");
+        assert_int_equal(mkfifo(P("etc/fifo.json"), 0644), 0);
+        make_dir("etc/dir.json", 0755);
+
+        assert_int_equal(open_protected("etc/link.json"), -EPERM);
+        assert_err_contains("%s: is a symlink, wanted a regular file", P("etc/link.json"));
+        /* Refused without blocking on the open. */
+        assert_int_equal(open_protected("etc/fifo.json"), -EPERM);
+        assert_err_contains("%s: is a fifo, wanted a regular file", P("etc/fifo.json"));
+        assert_int_equal(open_protected("etc/dir.json"), -EPERM);
+        assert_err_contains("%s: is a directory, wanted a regular file", P("etc/dir.json"));
+        assert_int_equal(open_protected("etc/missing.json"), -ENOENT);
+        assert_err_contains("%s: does not exist", P("etc/missing.json"));
+        assert_int_equal(open_protected("nodir/brokerd.json"), -ENOENT);
+        assert_err_contains("%s", P("nodir"));
+}
+
+static void test_protected_file_foreign_owner(void **state)
+{
+        if (geteuid() != 0)
+                skip();
+
+        make_dir("etc", 0755);
+        make_file("etc/brokerd.json", 0644);
+        assert_int_equal(chown(P("etc/brokerd.json"), 1234, 1234), 0);
+        assert_int_equal(open_protected("etc/brokerd.json"), -EPERM);
+        assert_err_contains("%s: owned by uid 1234, wanted root or uid 0", P("etc/brokerd.json"));
+
+        make_dir("theirs", 0755);
+        make_file("theirs/brokerd.json", 0644);
+        assert_int_equal(chown(P("theirs"), 1234, 1234), 0);
+        assert_int_equal(open_protected("theirs/brokerd.json"), -EPERM);
+        assert_err_contains("%s: owned by uid 1234, wanted root or uid 0", P("theirs"));
+}
+
+/* --- files the daemon opens or creates in its own directories ------------------------------ */
+
+static int open_own(const char *dir_rel, const char *name, int flags)
+{
+        _cleanup_close_ int dir_fd = -EBADF;
+        int fd = -EBADF, r;
+
+        assert_int_equal(path_open_dir(P(dir_rel), PATH_STRICT, 0, &dir_fd, err, sizeof(err)), 0);
+        r = path_open_own_file(dir_fd, P(dir_rel), name, flags, 0600, &fd, err, sizeof(err));
+        if (r >= 0) {
+                assert_true(fd >= 0);
+                close(fd);
+        }
+        return r;
+}
+
+static int check_own(const char *dir_rel, const char *name)
+{
+        _cleanup_close_ int dir_fd = -EBADF;
+
+        assert_int_equal(path_open_dir(P(dir_rel), PATH_STRICT, 0, &dir_fd, err, sizeof(err)), 0);
+        return path_check_own_file(dir_fd, P(dir_rel), name, err, sizeof(err));
+}
+
+static void test_own_file_created_and_checked(void **state)
+{
+        make_dir("run", 0755);
+
+        umask(0);
+        assert_int_equal(open_own("run", "broker.sock.lock", O_RDWR | O_CREAT), 0);
+        assert_int_equal(mode_of("run/broker.sock.lock"), 0600);
+        assert_int_equal(open_own("run", "broker.sock.lock", O_RDWR | O_CREAT), 0);
+        umask(022);
+
+        assert_int_equal(check_own("run", "missing.db"), 0);
+        assert_int_equal(check_own("run", "broker.sock.lock"), 1);
+        make_file("run/published.json", 0644);
+        assert_int_equal(check_own("run", "published.json"), 1);
+}
+
+static void test_own_file_unsafe(void **state)
+{
+        make_dir("run", 0755);
+        make_file("run/world.lock", 0666);
+        make_file("run/target", 0600);
+        make_symlink("target", "run/link.lock");
+        assert_int_equal(mkfifo(P("run/fifo.lock"), 0600), 0);
+        make_dir("run/dir.lock", 0700);
+
+        assert_int_equal(open_own("run", "world.lock", O_RDWR | O_CREAT), -EPERM);
+        assert_err_contains("%s: mode 0666, wanted no group or other write (e.g. 0600)",
+                            P("run/world.lock"));
+        assert_int_equal(check_own("run", "world.lock"), -EPERM);
+        assert_err_contains("%s: mode 0666", P("run/world.lock"));
+
+        assert_int_equal(open_own("run", "link.lock", O_RDWR | O_CREAT), -EPERM);
+        assert_err_contains("%s: is a symlink, wanted a regular file", P("run/link.lock"));
+        assert_int_equal(check_own("run", "link.lock"), -EPERM);
+        assert_err_contains("%s: is a symlink", P("run/link.lock"));
+
+        /* Not a hang on someone's fifo. */
+        assert_int_equal(open_own("run", "fifo.lock", O_RDWR | O_CREAT), -EPERM);
+        assert_err_contains("%s: is a fifo, wanted a regular file", P("run/fifo.lock"));
+        assert_int_equal(open_own("run", "dir.lock", O_RDONLY), -EPERM);
+        assert_err_contains("%s: is a directory", P("run/dir.lock"));
+}
+
+static void test_own_file_foreign_owner(void **state)
+{
+        if (geteuid() != 0)
+                skip();
+
+        make_dir("state", 0700);
+        make_file("state/audit.db", 0600);
+        assert_int_equal(chown(P("state/audit.db"), 1234, 1234), 0);
+        assert_int_equal(check_own("state", "audit.db"), -EPERM);
+        assert_err_contains("%s: owned by uid 1234, wanted uid 0 (the daemon's effective uid)",
+                            P("state/audit.db"));
+        assert_int_equal(open_own("state", "audit.db", O_RDWR), -EPERM);
+        assert_err_contains("%s: owned by uid 1234", P("state/audit.db"));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -480,6 +820,19 @@ int main(void)
             T(test_make_dir_over_file),
             T(test_err_buffer_handling),
             T(test_relative_paths),
+            T(test_make_dir_sticky_last_refused),
+            T(test_open_dir_last_reached_by_dotdot),
+            T(test_own_symlink_in_sticky_dir_followed),
+            T(test_planted_symlink_not_followed),
+            T(test_make_dir_planted_directory),
+            T(test_protected_file_accepted),
+            T(test_protected_file_writable_by_others),
+            T(test_protected_file_open_directory),
+            T(test_protected_file_not_regular),
+            T(test_protected_file_foreign_owner),
+            T(test_own_file_created_and_checked),
+            T(test_own_file_unsafe),
+            T(test_own_file_foreign_owner),
         };
 
         umask(022);

@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -16,6 +19,7 @@
 #include "identity/identity.h"
 #include "macro.h"
 #include "policy/policy.h"
+#include "testutil.h"
 
 /* JSON text with ' for " (none of the tests needs a literal '). */
 static char *unquote(const char *s)
@@ -62,6 +66,18 @@ static Config *load(const char *tokens_sq, const char *rules_sq)
  * (hence -Woverride-init off for this file). */
 #pragma GCC diagnostic ignored "-Woverride-init"
 #define CALLER(...) ((Identity){.pid = 4242, .uid = 1000, .gid = 1000, .pidfd = -1, __VA_ARGS__})
+
+/* A caller that runs the file `file`, its /proc/PID/exe reading `exe`: the same path, unless
+ * the caller bind-mounted `file` over `exe` in a mount namespace of its own. */
+static Identity running(const char *exe, const char *file)
+{
+        struct stat st;
+
+        if (stat(file, &st) < 0)
+                fail_msg("stat %s: %s", file, strerror(errno));
+        return CALLER(.exe = (char *) exe, .has_exe_file = true, .exe_dev = st.st_dev,
+                      .exe_ino = st.st_ino);
+}
 
 static const char *decide_rule(const Config *c, const Identity *id)
 {
@@ -199,14 +215,15 @@ static Config *selector_config(void)
             " {'name': 'gid', 'match': {'gid': 100}, 'subject': 's', 'audiences': ['a']},"
             " {'name': 'user', 'match': {'user': 'daemon'}, 'subject': 's', 'audiences': ['a']},"
             " {'name': 'group', 'match': {'group': 'nogroup'}, 'subject': 's', 'audiences': ['a']},"
-            " {'name': 'exe', 'match': {'exe': '/usr/bin/*'}, 'subject': 's', 'audiences': ['a']},"
+            " {'name': 'exe', 'match': {'exe': '/usr/bin/*', 'uid': 1000},"
+            "  'subject': 's', 'audiences': ['a']},"
             " {'name': 'unit', 'match': {'unit': 'web-*.service'},"
             "  'subject': 's', 'audiences': ['a']},"
             " {'name': 'cgroup', 'match': {'cgroup': '/system.slice/*.service'},"
             "  'subject': 's', 'audiences': ['a']},"
             " {'name': 'container', 'match': {'container': 'docker:*'},"
             "  'subject': 's', 'audiences': ['a']},"
-            " {'name': 'all', 'match': {'uid': 33, 'group': 'www-data', 'exe': '/usr/sbin/*',"
+            " {'name': 'all', 'match': {'uid': 33, 'group': 'www-data', 'exe': '/usr/bin/*',"
             "   'unit': '*.service', 'cgroup': '/system.slice/*', 'container': 'podman:*'},"
             "  'subject': 's', 'audiences': ['a']}]");
         assert_int_equal(c->n_rules, N_RULES);
@@ -222,6 +239,14 @@ static void assert_matches(const Config *c, int rule, const Identity *id, bool w
                          c->rules[rule].name, got ? "matches" : "does not match",
                          (unsigned) id->uid, (unsigned) id->gid, strna(id->exe), strna(id->unit),
                          strna(id->cgroup), strna(id->container));
+}
+
+/* assert_matches() for a caller that runs `file` with /proc/PID/exe reading `exe`. */
+static void assert_running(const Config *c, int rule, const char *exe, const char *file, bool want)
+{
+        Identity id = running(exe, file);
+
+        assert_matches(c, rule, &id, want);
 }
 
 static void test_selector_uid(void **state)
@@ -285,13 +310,141 @@ static void test_selector_exe(void **state)
 {
         Config *c = selector_config();
 
-        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/bin/python3"), true);
-        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/local/bin/python3"), false);
-        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/bin"), false);
+        /* /usr/bin/env is in coreutils, on every Debian system. */
+        assert_running(c, R_EXE, "/usr/bin/env", "/usr/bin/env", true);
+        assert_running(c, R_EXE, "/usr/local/bin/env", "/usr/bin/env", false);
+        assert_running(c, R_EXE, "/usr/bin", "/usr/bin", false);
         /* '*' stays inside /usr/bin. */
-        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/bin/sub/tool"), false);
-        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/tmp/usr/bin/x"), false);
+        assert_running(c, R_EXE, "/usr/bin/sub/tool", "/usr/bin/env", false);
+        assert_running(c, R_EXE, "/tmp/usr/bin/x", "/usr/bin/env", false);
+        /* The path matches but names another file as the daemon sees it: a bind mount in the
+         * caller's own mount namespace, or no such file here at all. */
+        assert_running(c, R_EXE, "/usr/bin/env", "/usr/bin/test", false);
+        assert_running(c, R_EXE, "/usr/bin/no-such-program-brokerd-test", "/usr/bin/env", false);
+        /* A path without the file is no value: the string alone never matches. */
+        assert_matches(c, R_EXE, &CALLER(.exe = (char *) "/usr/bin/env"), false);
         config_unref(c);
+}
+
+static void make_program(const char *path)
+{
+        spit(path, (Bytes){(unsigned char *) "#!/bin/sh\n", 10});
+        assert_int_equal(chmod(path, 0755), 0);
+}
+
+/* exe names a file: its device and inode, as the daemon sees the configured path now, against
+ * the file the caller runs. Real files in a temporary directory. */
+static void test_selector_exe_is_a_file(void **state)
+{
+        char dir[64];
+        _cleanup_free_ char *rules = NULL, *tool = NULL, *copy = NULL, *link = NULL,
+                            *upgraded = NULL;
+
+        assert_int_equal(tmpdir_make(dir, sizeof(dir), "policy-exe"), 0);
+        assert_int_equal(mkdir(path_below(dir, "bin"), 0755), 0);
+        assert_int_equal(mkdir(path_below(dir, "own"), 0755), 0);
+        tool = strdup(path_below(dir, "bin/tool"));
+        copy = strdup(path_below(dir, "own/tool"));
+        link = strdup(path_below(dir, "link"));
+        upgraded = strdup(path_below(dir, "bin/tool.new"));
+        assert_true(tool && copy && link && upgraded);
+        make_program(tool);
+        make_program(copy); /* byte for byte the same, another file */
+        assert_int_equal(symlink(tool, link), 0);
+
+        assert_true(asprintf(&rules,
+                             "[{'name': 'exact', 'match': {'exe': '%s', 'uid': 1000},"
+                             "  'subject': 's', 'audiences': ['a']},"
+                             " {'name': 'glob', 'match': {'exe': '%s/bin/*', 'uid': 1000},"
+                             "  'subject': 's', 'audiences': ['a']},"
+                             " {'name': 'link', 'match': {'exe': '%s', 'uid': 1000},"
+                             "  'subject': 's', 'audiences': ['a']},"
+                             " {'name': 'dir', 'match': {'exe': '%s/bin', 'uid': 1000},"
+                             "  'subject': 's', 'audiences': ['a']}]",
+                             tool, dir, link, dir) > 0);
+        Config *c = load(NULL, rules);
+        enum { EXACT, GLOB, LINK, DIR };
+
+        /* The genuine caller, by exact path, glob, and a symlink the rule names. */
+        Identity genuine = running(tool, tool);
+        assert_matches(c, EXACT, &genuine, true);
+        assert_matches(c, GLOB, &genuine, true);
+        assert_matches(c, LINK, &genuine, true);
+        /* Its own copy bind-mounted over the path: /proc/PID/exe says the path, the file is
+         * the copy. */
+        Identity mounted = running(tool, copy);
+        assert_matches(c, EXACT, &mounted, false);
+        assert_matches(c, GLOB, &mounted, false);
+        assert_matches(c, LINK, &mounted, false);
+        /* The copy where it lies. */
+        Identity copied = running(copy, copy);
+        assert_matches(c, EXACT, &copied, false);
+        assert_matches(c, GLOB, &copied, false);
+        /* A path matching the glob only in the caller's mount namespace: no file here. */
+        _cleanup_free_ char *mine = NULL;
+        assert_true(asprintf(&mine, "%s/bin/mine", dir) > 0);
+        assert_running(c, GLOB, mine, copy, false);
+        /* A directory is not a program, whatever its inode. */
+        assert_running(c, DIR, path_below(dir, "bin"), path_below(dir, "bin"), false);
+        /* The pin still holds. */
+        genuine.uid = 1001;
+        assert_matches(c, EXACT, &genuine, false);
+        genuine.uid = 1000;
+
+        /* An upgrade replaces the file: a process still running the old one (its exe now
+         * "PATH (deleted)") is another file until it restarts, by exact path and by glob. */
+        Identity old = running(tool, tool);
+        make_program(upgraded);
+        assert_int_equal(rename(upgraded, tool), 0);
+        assert_matches(c, EXACT, &old, false);
+        _cleanup_free_ char *deleted = NULL;
+        assert_true(asprintf(&deleted, "%s (deleted)", tool) > 0);
+        old.exe = deleted;
+        assert_matches(c, GLOB, &old, false);
+        assert_running(c, EXACT, tool, tool, true);
+
+        /* Gone altogether: nothing matches. */
+        assert_int_equal(unlink(tool), 0);
+        assert_matches(c, EXACT, &genuine, false);
+        assert_matches(c, LINK, &genuine, false);
+
+        config_unref(c);
+        assert_int_equal(tmpdir_remove(dir), 0);
+}
+
+/* The whole way: this process identified through a real socket, as the daemon identifies a
+ * caller, against rules naming its own binary and another. */
+static void test_exe_of_a_real_caller(void **state)
+{
+        _cleanup_free_ char *rules = NULL;
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        struct stat st;
+        Identity id;
+        int sv[2];
+
+        assert_true(n > 0);
+        self[n] = 0;
+        assert_int_equal(stat(self, &st), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(identity_from_socket(sv[0], &id), 0);
+        assert_int_equal(identity_read_process(&id), 0);
+        assert_string_equal(id.exe, self);
+        assert_true(id.has_exe_file);
+        assert_true(id.exe_dev == st.st_dev && id.exe_ino == st.st_ino);
+
+        assert_true(asprintf(&rules,
+                             "[{'name': 'other', 'match': {'exe': '/usr/bin/env', 'uid': %u},"
+                             "  'subject': 's', 'audiences': ['a']},"
+                             " {'name': 'self', 'match': {'exe': '%s', 'uid': %u},"
+                             "  'subject': 's', 'audiences': ['a']}]",
+                             (unsigned) getuid(), self, (unsigned) getuid()) > 0);
+        Config *c = load(NULL, rules);
+        assert_rule(c, &id, "self");
+        config_unref(c);
+        identity_done(&id);
+        close(sv[0]);
+        close(sv[1]);
 }
 
 static void test_selector_unit(void **state)
@@ -369,10 +522,15 @@ static void test_selectors_all_must_hold(void **state)
 {
         Config *c = selector_config();
         gid_t g[] = {33};
-        Identity ok = CALLER(.uid = 33, .gid = 1000, .groups = g, .n_groups = 1,
-                             .exe = (char *) "/usr/sbin/nginx", .unit = (char *) "nginx.service",
-                             .cgroup = (char *) "/system.slice/nginx.service",
-                             .container = (char *) "podman:abc");
+        Identity ok = running("/usr/bin/env", "/usr/bin/env");
+
+        ok.uid = 33;
+        ok.gid = 1000;
+        ok.groups = g;
+        ok.n_groups = 1;
+        ok.unit = (char *) "nginx.service";
+        ok.cgroup = (char *) "/system.slice/nginx.service";
+        ok.container = (char *) "podman:abc";
 
         assert_matches(c, R_ALL, &ok, true);
 
@@ -384,7 +542,10 @@ static void test_selectors_all_must_hold(void **state)
         id.n_groups = 0;
         assert_matches(c, R_ALL, &id, false);
         id = ok;
-        id.exe = (char *) "/usr/bin/nginx";
+        id.exe = (char *) "/usr/sbin/env";
+        assert_matches(c, R_ALL, &id, false);
+        id = ok;
+        id.exe_ino++; /* the same path, another file */
         assert_matches(c, R_ALL, &id, false);
         id = ok;
         id.unit = (char *) "nginx.scope";
@@ -400,17 +561,21 @@ static void test_selectors_all_must_hold(void **state)
 
 static void test_missing_value_never_matches(void **state)
 {
-        /* Patterns that would match any value still refuse a caller that has none. */
+        /* Patterns that match the values `with` has still refuse a caller that has none. */
         Config *c = load(
             NULL,
-            "[{'name': 'exe', 'match': {'exe': '/*'}, 'subject': 's', 'audiences': ['a']},"
+            "[{'name': 'exe', 'match': {'exe': '/usr/*/*', 'uid': 1000}, 'subject': 's',"
+            "  'audiences': ['a']},"
             " {'name': 'unit', 'match': {'unit': '*'}, 'subject': 's', 'audiences': ['a']},"
             " {'name': 'cgroup', 'match': {'cgroup': '/*'}, 'subject': 's', 'audiences': ['a']},"
             " {'name': 'container', 'match': {'container': '*:*'}, 'subject': 's', 'audiences': "
             "['a']}]");
         Identity none = CALLER();
-        Identity with = CALLER(.exe = (char *) "/x", .unit = (char *) "x.service",
-                               .cgroup = (char *) "/x", .container = (char *) "docker:x");
+        Identity with = running("/usr/bin/env", "/usr/bin/env");
+
+        with.unit = (char *) "x.service";
+        with.cgroup = (char *) "/x";
+        with.container = (char *) "docker:x";
 
         for (size_t i = 0; i < c->n_rules; i++) {
                 assert_matches(c, (int) i, &with, true);
@@ -760,6 +925,8 @@ int main(void)
             cmocka_unit_test(test_selector_user),
             cmocka_unit_test(test_selector_group),
             cmocka_unit_test(test_selector_exe),
+            cmocka_unit_test(test_selector_exe_is_a_file),
+            cmocka_unit_test(test_exe_of_a_real_caller),
             cmocka_unit_test(test_selector_unit),
             cmocka_unit_test(test_selector_user_delegated),
             cmocka_unit_test(test_selector_cgroup),

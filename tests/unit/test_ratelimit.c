@@ -12,7 +12,7 @@
 #include <sodium.h>
 
 #include "macro.h"
-#include "issuance/ratelimit.h"
+#include "runtime/ratelimit.h"
 
 #define SEC 1000000ULL
 #define T0  (1000 * SEC) /* an arbitrary monotonic start */

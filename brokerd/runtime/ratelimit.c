@@ -1,4 +1,4 @@
-#include "issuance/ratelimit.h"
+#include "runtime/ratelimit.h"
 
 #include <sodium.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
-/* Token requests per second per identity (a token bucket), so one local caller cannot take the
- * broker's time from the others. The table has a fixed maximum size. Event loop only. */
+/* Events per second per identity (token buckets), so one local caller cannot take the broker's
+ * time from the others: token requests per identity (issuance), new connections per uid
+ * (transport). The table has a fixed maximum size. One thread at a time (the event loop). */
 #pragma once
 
 #include <stdbool.h>
