@@ -28,7 +28,7 @@ PYTHON     ?= /usr/bin/python3
 V          ?=
 Q          := $(if $(V),,@)
 
-PKGS      := libsodium jansson sqlite3 libsystemd libcrypto
+PKGS      := libsodium jansson sqlite3 libsystemd libcrypto libcurl
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 

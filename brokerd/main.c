@@ -1,5 +1,6 @@
 /* brokerd: wires the parts together. */
 #include <getopt.h>
+#include <curl/curl.h>
 #include <sodium.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -131,6 +132,11 @@ int main(int argc, char **argv)
                 log_error("Cannot initialise libsodium");
                 return 1;
         }
+        /* Before any thread: libcurl's global state (TLS) is not set up thread-safely. */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                log_error("Cannot initialise libcurl");
+                return 1;
+        }
         r = identity_probe_kernel();
         if (r == -EPROTONOSUPPORT) {
                 log_error("This kernel has no SO_PEERPIDFD (Linux 6.5 or later is required to "
@@ -160,5 +166,6 @@ int main(int argc, char **argv)
         if (r >= 0)
                 r = server_run(server);
         server_free(server);
+        curl_global_cleanup();
         return r < 0 ? 1 : 0;
 }

@@ -73,6 +73,31 @@ int broker_get_token(broker *b, const broker_token_request *req, broker_token *r
 /* Wipes and frees the token. */
 void broker_token_clear(broker_token *t);
 
+/* A token of an upstream (README §Federation): the broker exchanges its credentials at the
+ * upstream's token endpoint for this caller, as the policy allows, and hands back only the
+ * upstream's short-lived token. */
+typedef struct broker_upstream_request {
+        const char *upstream;      /* required: a name of the broker's "upstreams" */
+        const char *const *scopes; /* n_scopes strings; none: the upstream's default scope */
+        size_t n_scopes;
+} broker_upstream_request;
+
+typedef struct broker_upstream_token {
+        char *access_token;
+        char *token_type; /* "Bearer", ... */
+        int64_t expires_at;
+        char *scope;             /* NULL when the answer had none */
+        char *issued_token_type; /* NULL when the answer had none */
+        char *response_json;     /* the broker's whole response */
+        /* Also on failure: the upstream's OAuth2 error code ("invalid_client", ...), or "". */
+        char upstream_error[129];
+} broker_upstream_token;
+
+int broker_get_upstream_token(broker *b, const broker_upstream_request *req,
+                              broker_upstream_token *ret, broker_error *err);
+/* Wipes and frees the token. */
+void broker_upstream_token_clear(broker_upstream_token *t);
+
 /* Sends one request given as a JSON object text (e.g. {"op":"whoami"}) and returns the
  * response text in *ret_response (free()). When the broker answers {"ok":false,...}, returns
  * the matching error with err filled, and still returns the response text. */

@@ -14,11 +14,13 @@
 #include "json-util.h"
 #include "macro.h"
 #include "message.h"
+#include "secret_tool.h"
 
 typedef struct Args {
         const char *socket;
         const char *admin_socket;
         const char *audience;
+        const char *upstream;
         const char *scopes[SCOPES_MAX];
         size_t n_scopes;
         int64_t ttl;
@@ -32,9 +34,12 @@ static void usage(FILE *f)
         fputs("Usage:\n"
               "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS] "
               "[--json]\n"
+              "  brokerctl [--socket PATH] token --upstream NAME [--scope S]... [--json]\n"
               "  brokerctl [--socket PATH] whoami | jwks | ping\n"
               "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
               "revoke KID\n"
+              "  brokerctl [--admin-socket PATH] secret set NAME (value on stdin) | secret list |\n"
+              "                                  secret delete NAME | upstream test NAME\n"
               "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
               "                         [--event EVENT[,EVENT]]... [--format jsonl|csv|ocsf] "
               "[--output FILE] [--threads N]\n"
@@ -74,6 +79,39 @@ static int report(const broker_error *err)
         return exit_code_for_status(err->status);
 }
 
+/* An upstream's token: the access token alone on stdout (--json: the whole response). */
+static int cmd_upstream_token(const Args *a)
+{
+        broker *b = NULL;
+        broker_error err = {};
+        broker_upstream_token tok = {};
+        int r;
+
+        if (a->audience || a->ttl) {
+                fprintf(stderr, "brokerctl: --upstream takes no --audience or --ttl (the "
+                                "upstream's configuration decides them)\n");
+                return EXIT_USAGE;
+        }
+        r = broker_open(a->socket, 0, &b, &err);
+        if (r >= 0)
+                r = broker_get_upstream_token(
+                    b,
+                    &(broker_upstream_request){.upstream = a->upstream,
+                                               .scopes = a->scopes,
+                                               .n_scopes = a->n_scopes},
+                    &tok, &err);
+        broker_close(b);
+        if (r < 0) {
+                if (tok.upstream_error[0])
+                        fprintf(stderr, "brokerctl: the upstream's error code: %s\n",
+                                tok.upstream_error);
+                return report(&err);
+        }
+        printf("%s\n", a->json ? tok.response_json : tok.access_token);
+        broker_upstream_token_clear(&tok);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
 static int cmd_token(const Args *a)
 {
         broker *b = NULL;
@@ -81,8 +119,10 @@ static int cmd_token(const Args *a)
         broker_token tok = {};
         int r;
 
+        if (a->upstream)
+                return cmd_upstream_token(a);
         if (!a->audience) {
-                fprintf(stderr, "brokerctl: token needs --audience AUD\n");
+                fprintf(stderr, "brokerctl: token needs --audience AUD or --upstream NAME\n");
                 return EXIT_USAGE;
         }
         r = broker_open(a->socket, 0, &b, &err);
@@ -151,6 +191,7 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                 OPT_SOCKET = 0x100,
                 OPT_ADMIN_SOCKET,
                 OPT_AUDIENCE,
+                OPT_UPSTREAM,
                 OPT_SCOPE,
                 OPT_TTL,
                 OPT_JSON,
@@ -170,6 +211,7 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
             {"socket", required_argument, NULL, OPT_SOCKET},
             {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
             {"audience", required_argument, NULL, OPT_AUDIENCE},
+            {"upstream", required_argument, NULL, OPT_UPSTREAM},
             {"scope", required_argument, NULL, OPT_SCOPE},
             {"ttl", required_argument, NULL, OPT_TTL},
             {"json", no_argument, NULL, OPT_JSON},
@@ -199,6 +241,9 @@ static int parse_options(int argc, char **argv, const char *optstring, Args *a)
                         break;
                 case OPT_AUDIENCE:
                         a->audience = optarg;
+                        break;
+                case OPT_UPSTREAM:
+                        a->upstream = optarg;
                         break;
                 case OPT_SCOPE:
                         if (a->n_scopes >= SCOPES_MAX) {
@@ -338,6 +383,14 @@ int main(int argc, char **argv)
                 return cmd_simple(admin_socket_path(&a), cmd, "alg", a.alg);
         if (strcmp(cmd, "revoke") == 0 && n == 2)
                 return cmd_simple(admin_socket_path(&a), cmd, "kid", w[1]);
+        if (strcmp(cmd, "secret") == 0 && n == 3 && strcmp(w[1], "set") == 0)
+                return secret_set(admin_socket_path(&a), w[2]);
+        if (strcmp(cmd, "secret") == 0 && n == 2 && strcmp(w[1], "list") == 0)
+                return secret_list(admin_socket_path(&a));
+        if (strcmp(cmd, "secret") == 0 && n == 3 && strcmp(w[1], "delete") == 0)
+                return secret_delete(admin_socket_path(&a), w[2]);
+        if (strcmp(cmd, "upstream") == 0 && n == 3 && strcmp(w[1], "test") == 0)
+                return cmd_simple(admin_socket_path(&a), "upstream_test", "upstream", w[2]);
         if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "export") == 0)
                 return audit_export(&a.audit);
         if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "verify") == 0)

@@ -263,6 +263,24 @@ EXPORT void broker_token_clear(broker_token *t)
         memset(t, 0, sizeof(*t));
 }
 
+static int add_scopes(json_t *msg, const char *const *scopes, size_t n, broker_error *err)
+{
+        json_t *a;
+
+        if (n == 0)
+                return 0;
+        a = json_array();
+        for (size_t i = 0; a && i < n; i++)
+                if (!scopes[i] || json_array_append_new(a, json_string(scopes[i])) < 0) {
+                        json_decref(a);
+                        return fail(err, BROKER_E_BAD_REQUEST, NULL,
+                                    "scope %zu is not valid UTF-8 text", i);
+                }
+        if (!a || json_object_set_new(msg, "scopes", a) < 0)
+                return fail(err, BROKER_E_NOMEM, NULL, "out of memory");
+        return 0;
+}
+
 EXPORT int broker_get_token(broker *b, const broker_token_request *req, broker_token *ret,
                             broker_error *err)
 {
@@ -280,18 +298,9 @@ EXPORT int broker_get_token(broker *b, const broker_token_request *req, broker_t
         msg = json_pack("{s:s, s:s}", "op", "token", "audience", req->audience);
         if (!msg)
                 return fail(err, BROKER_E_BAD_REQUEST, NULL, "audience must be valid UTF-8 text");
-        if (req->n_scopes > 0) {
-                json_t *a = json_array();
-                for (size_t i = 0; a && i < req->n_scopes; i++)
-                        if (!req->scopes[i] ||
-                            json_array_append_new(a, json_string(req->scopes[i])) < 0) {
-                                json_decref(a);
-                                return fail(err, BROKER_E_BAD_REQUEST, NULL,
-                                            "scope %zu is not valid UTF-8 text", i);
-                        }
-                if (!a || json_object_set_new(msg, "scopes", a) < 0)
-                        return fail(err, BROKER_E_NOMEM, NULL, "out of memory");
-        }
+        r = add_scopes(msg, req->scopes, req->n_scopes, err);
+        if (r < 0)
+                return r;
         if (req->ttl > 0 && json_object_set_new(msg, "ttl", json_integer(req->ttl)) < 0)
                 return fail(err, BROKER_E_NOMEM, NULL, "out of memory");
 
@@ -318,4 +327,84 @@ EXPORT int broker_get_token(broker *b, const broker_token_request *req, broker_t
         }
         *ret = t;
         return 0;
+}
+
+static char *strdup_or_null(const char *s, bool *oom)
+{
+        char *d;
+
+        if (!s)
+                return NULL;
+        d = strdup(s);
+        *oom |= !d;
+        return d;
+}
+
+EXPORT int broker_get_upstream_token(broker *b, const broker_upstream_request *req,
+                                     broker_upstream_token *ret, broker_error *err)
+{
+        _cleanup_(json_decrefp) json_t *msg = NULL;
+        broker_upstream_token t = {};
+        UpstreamTokenResponse ur;
+        Response resp = {};
+        char perr[256];
+        bool oom = false;
+        int r;
+
+        if (!b || !req || !ret || !req->upstream)
+                return fail(err, BROKER_E_BAD_REQUEST, NULL, "upstream is required");
+        memset(ret, 0, sizeof(*ret));
+        msg = json_pack("{s:s, s:s}", "op", "token", "upstream", req->upstream);
+        if (!msg)
+                return fail(err, BROKER_E_BAD_REQUEST, NULL, "upstream must be valid UTF-8 text");
+        r = add_scopes(msg, req->scopes, req->n_scopes, err);
+        if (r < 0)
+                return r;
+
+        r = call_json(b, msg, &resp, &t.response_json, err);
+        if (r < 0) {
+                /* the upstream's own word, for the caller to act on (invalid_client, ...) */
+                if (resp.root && !resp.ok && resp.upstream_error)
+                        snprintf(ret->upstream_error, sizeof(ret->upstream_error), "%s",
+                                 resp.upstream_error);
+                response_done(&resp);
+                broker_upstream_token_clear(&t);
+                return r;
+        }
+        r = response_get_upstream_token(&resp, &ur, perr, sizeof(perr));
+        if (r < 0) {
+                response_done(&resp);
+                broker_upstream_token_clear(&t);
+                return fail(err, BROKER_E_PROTOCOL, NULL, "malformed token response: %s", perr);
+        }
+        t.access_token = strdup_or_null(ur.access_token, &oom);
+        t.token_type = strdup_or_null(ur.token_type, &oom);
+        t.scope = strdup_or_null(ur.scope, &oom);
+        t.issued_token_type = strdup_or_null(ur.issued_token_type, &oom);
+        t.expires_at = ur.expires_at;
+        response_done(&resp);
+        if (oom) {
+                broker_upstream_token_clear(&t);
+                return fail(err, BROKER_E_NOMEM, NULL, "out of memory");
+        }
+        *ret = t;
+        return 0;
+}
+
+EXPORT void broker_upstream_token_clear(broker_upstream_token *t)
+{
+        if (!t)
+                return;
+        if (t->access_token) {
+                explicit_bzero(t->access_token, strlen(t->access_token));
+                free(t->access_token);
+        }
+        if (t->response_json) {
+                explicit_bzero(t->response_json, strlen(t->response_json));
+                free(t->response_json);
+        }
+        free(t->token_type);
+        free(t->scope);
+        free(t->issued_token_type);
+        memset(t, 0, sizeof(*t));
 }

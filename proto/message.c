@@ -44,10 +44,17 @@ static const struct {
     [OP_KEYS] = {"keys", OPSET_ADMIN},
     [OP_ROTATE] = {"rotate", OPSET_ADMIN},
     [OP_REVOKE] = {"revoke", OPSET_ADMIN},
+    [OP_SECRET_SET] = {"secret_set", OPSET_ADMIN},
+    [OP_SECRET_LIST] = {"secret_list", OPSET_ADMIN},
+    [OP_SECRET_DELETE] = {"secret_delete", OPSET_ADMIN},
+    [OP_UPSTREAM_TEST] = {"upstream_test", OPSET_ADMIN},
 };
 
 /* Fields each op takes besides "op" and "id". */
-static const char *const token_fields[] = {"audience", "scopes", "ttl", NULL};
+static const char *const token_fields[] = {"audience", "scopes", "ttl", "upstream", NULL};
+static const char *const secret_set_fields[] = {"name", "value", NULL};
+static const char *const secret_delete_fields[] = {"name", NULL};
+static const char *const upstream_test_fields[] = {"upstream", NULL};
 static const char *const revoke_fields[] = {"kid", NULL};
 static const char *const rotate_fields[] = {"alg", NULL};
 static const char *const no_fields[] = {NULL};
@@ -76,6 +83,12 @@ static const char *const *op_fields(Op op)
                 return revoke_fields;
         case OP_ROTATE:
                 return rotate_fields;
+        case OP_SECRET_SET:
+                return secret_set_fields;
+        case OP_SECRET_DELETE:
+                return secret_delete_fields;
+        case OP_UPSTREAM_TEST:
+                return upstream_test_fields;
         default:
                 return no_fields;
         }
@@ -166,6 +179,32 @@ bool scope_token_valid(const char *s)
         return s && s[0] && scope_invalid_at(s) < 0;
 }
 
+bool broker_name_valid(const char *s)
+{
+        size_t i;
+
+        if (!s)
+                return false;
+        for (i = 0; s[i]; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+                        return false;
+        return i >= 1 && i <= BROKER_NAME_MAX;
+}
+
+/* A name field (upstream, secret): type, bounds, then the name syntax. */
+static int check_name(json_t *v, const char *field, const char **ret, char *err, size_t errlen)
+{
+        int r = check_string(v, field, BROKER_NAME_MAX, ret, err, errlen);
+
+        if (r < 0)
+                return r;
+        if (!broker_name_valid(*ret))
+                return reject(err, errlen,
+                              "%s: may only use letters, digits, '.', '_' and '-'", field);
+        return 0;
+}
+
 static bool is_base64url_char(char c)
 {
         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -183,10 +222,66 @@ static int check_id(json_t *id, char *err, size_t errlen)
         return 0;
 }
 
+static int parse_scopes(json_t *root, Request *req, char *err, size_t errlen)
+{
+        json_t *v = json_object_get(root, "scopes"), *s;
+        size_t i;
+        int r;
+
+        if (!v)
+                return 0;
+        if (!json_is_array(v))
+                return reject(err, errlen, "scopes: expected array");
+        if (json_array_size(v) > SCOPES_MAX)
+                return reject(err, errlen, "scopes: more than %u scopes", SCOPES_MAX);
+        json_array_foreach (v, i, s) {
+                char name[sizeof("scopes[]") + 20];
+                const char *scope;
+                ssize_t bad;
+
+                snprintf(name, sizeof(name), "scopes[%zu]", i);
+                r = check_string(s, name, SCOPE_MAX, &scope, err, errlen);
+                if (r < 0)
+                        return r;
+                bad = scope_invalid_at(scope);
+                if (bad >= 0)
+                        return reject(err, errlen,
+                                      "%s: invalid character at byte %zd (allowed: printable "
+                                      "ASCII except space, '\"' and '\\')",
+                                      name, bad);
+                /* A duplicate is most likely a caller bug; refusing it keeps the granted scope
+                 * list (and the token's "scope" claim) canonical. */
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(req->scopes[j], scope) == 0)
+                                return reject(err, errlen, "%s: duplicate of scopes[%zu]", name,
+                                              j);
+                req->scopes[i] = scope;
+        }
+        req->n_scopes = json_array_size(v);
+        return 0;
+}
+
 static int parse_token_fields(json_t *root, Request *req, char *err, size_t errlen)
 {
         json_t *v;
         int r;
+
+        /* An upstream's token: the upstream decides its audience and lifetime. */
+        v = json_object_get(root, "upstream");
+        if (v) {
+                r = check_name(v, "upstream", &req->upstream, err, errlen);
+                if (r < 0)
+                        return r;
+                if (json_object_get(root, "audience"))
+                        return reject(err, errlen,
+                                      "audience: not used with upstream (the upstream's "
+                                      "configuration names its audience)");
+                if (json_object_get(root, "ttl"))
+                        return reject(err, errlen,
+                                      "ttl: not used with upstream (the upstream decides the "
+                                      "lifetime)");
+                return parse_scopes(root, req, err, errlen);
+        }
 
         r = check_string(json_object_get(root, "audience"), "audience", AUDIENCE_MAX,
                          &req->audience, err, errlen);
@@ -205,41 +300,9 @@ static int parse_token_fields(json_t *root, Request *req, char *err, size_t errl
                 return reject(err, errlen,
                               "audience: C1, bidirectional or line-separator character");
 
-        v = json_object_get(root, "scopes");
-        if (v) {
-                json_t *s;
-                size_t i;
-
-                if (!json_is_array(v))
-                        return reject(err, errlen, "scopes: expected array");
-                if (json_array_size(v) > SCOPES_MAX)
-                        return reject(err, errlen, "scopes: more than %u scopes", SCOPES_MAX);
-
-                json_array_foreach (v, i, s) {
-                        char name[sizeof("scopes[]") + 20];
-                        const char *scope;
-                        ssize_t bad;
-
-                        snprintf(name, sizeof(name), "scopes[%zu]", i);
-                        r = check_string(s, name, SCOPE_MAX, &scope, err, errlen);
-                        if (r < 0)
-                                return r;
-                        bad = scope_invalid_at(scope);
-                        if (bad >= 0)
-                                return reject(err, errlen,
-                                              "%s: invalid character at byte %zd (allowed: "
-                                              "printable ASCII except space, '\"' and '\\')",
-                                              name, bad);
-                        /* A duplicate is most likely a caller bug; refusing it keeps the
-                         * granted scope list (and the token's "scope" claim) canonical. */
-                        for (size_t j = 0; j < i; j++)
-                                if (strcmp(req->scopes[j], scope) == 0)
-                                        return reject(err, errlen, "%s: duplicate of scopes[%zu]",
-                                                      name, j);
-                        req->scopes[i] = scope;
-                }
-                req->n_scopes = json_array_size(v);
-        }
+        r = parse_scopes(root, req, err, errlen);
+        if (r < 0)
+                return r;
 
         v = json_object_get(root, "ttl");
         if (v) {
@@ -290,6 +353,29 @@ static int parse_revoke_fields(json_t *root, Request *req, char *err, size_t err
         return 0;
 }
 
+/* The secret's value travels only here: bounded, printable (no control characters, which no
+ * client secret has and which would only hide what was stored). */
+static int parse_secret_fields(json_t *root, Request *req, bool with_value, char *err,
+                               size_t errlen)
+{
+        int r = check_name(json_object_get(root, "name"), "name", &req->name, err, errlen);
+
+        if (r < 0 || !with_value)
+                return r;
+        r = check_string(json_object_get(root, "value"), "value", SECRET_VALUE_MAX, &req->value,
+                         err, errlen);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; req->value[i]; i++) {
+                unsigned char c = (unsigned char) req->value[i];
+
+                /* the position only: the value itself is never echoed */
+                if (c < 0x20 || c == 0x7f)
+                        return reject(err, errlen, "value: control character at byte %zu", i);
+        }
+        return 0;
+}
+
 /* Everything after "the body is one JSON object", in the documented order. */
 static int parse_request_object(json_t *root, unsigned opset, Request *req, char *err,
                                 size_t errlen)
@@ -330,6 +416,14 @@ static int parse_request_object(json_t *root, unsigned opset, Request *req, char
                 break;
         case OP_ROTATE:
                 r = parse_rotate_fields(root, req, err, errlen);
+                break;
+        case OP_SECRET_SET:
+        case OP_SECRET_DELETE:
+                r = parse_secret_fields(root, req, req->op == OP_SECRET_SET, err, errlen);
+                break;
+        case OP_UPSTREAM_TEST:
+                r = check_name(json_object_get(root, "upstream"), "upstream", &req->upstream, err,
+                               errlen);
                 break;
         default:
                 r = 0;
@@ -462,6 +556,17 @@ json_t *response_new_error(BrokerErrorCode code, const char *message, json_t *id
         return TAKE_PTR(o);
 }
 
+int response_error_set_upstream(json_t *resp, const char *upstream_error)
+{
+        json_t *e = json_object_get(resp, "error");
+
+        if (!json_is_object(e))
+                return -EINVAL;
+        return json_object_set_new(e, "upstream_error", json_string_lossy(upstream_error)) < 0
+                   ? -ENOMEM
+                   : 0;
+}
+
 int message_encode_frame(json_t *msg, char **ret, size_t *ret_len)
 {
         /* Dumped once into this thread's scratch buffer, then copied into a frame of exactly its
@@ -554,6 +659,11 @@ int response_parse(const void *body, size_t len, Response *ret, char *err, size_
                 if (!json_is_string(v))
                         return reject(err, errlen, "error.message: expected string");
                 resp.message = json_string_value(v);
+
+                v = json_object_get(e, "upstream_error");
+                if (v && !json_is_string(v))
+                        return reject(err, errlen, "error.upstream_error: expected string");
+                resp.upstream_error = json_string_value(v);
         }
 
         resp.root = TAKE_PTR(root);
@@ -603,6 +713,55 @@ int response_get_token(const Response *r, TokenResponse *ret, char *err, size_t 
         if (k < 0)
                 return k;
 
+        *ret = t;
+        return 0;
+}
+
+/* An optional string field: absent is fine, anything but a non-empty string is not. */
+static int check_optional_string(json_t *root, const char *name, const char **ret, char *err,
+                                 size_t errlen)
+{
+        json_t *v = json_object_get(root, name);
+
+        *ret = NULL;
+        if (!v)
+                return 0;
+        return check_string(v, name, SIZE_MAX, ret, err, errlen);
+}
+
+int response_get_upstream_token(const Response *r, UpstreamTokenResponse *ret, char *err,
+                                size_t errlen)
+{
+        UpstreamTokenResponse t = {};
+        json_t *v;
+        int k;
+
+        if (err && errlen > 0)
+                err[0] = '\0';
+        if (!r || !r->root || !ret)
+                return -EINVAL;
+        if (!r->ok) {
+                (void) reject(err, errlen, "response is an error, not a token");
+                return -EINVAL;
+        }
+        k = check_string(json_object_get(r->root, "access_token"), "access_token", SIZE_MAX,
+                         &t.access_token, err, errlen);
+        if (k >= 0)
+                k = check_string(json_object_get(r->root, "token_type"), "token_type", SIZE_MAX,
+                                 &t.token_type, err, errlen);
+        if (k >= 0)
+                k = check_optional_string(r->root, "scope", &t.scope, err, errlen);
+        if (k >= 0)
+                k = check_optional_string(r->root, "issued_token_type", &t.issued_token_type, err,
+                                          errlen);
+        if (k < 0)
+                return k;
+        v = json_object_get(r->root, "expires_at");
+        if (!v)
+                return reject(err, errlen, "expires_at: missing");
+        if (!json_is_integer(v))
+                return reject(err, errlen, "expires_at: expected integer");
+        t.expires_at = json_integer_value(v);
         *ret = t;
         return 0;
 }

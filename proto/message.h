@@ -22,6 +22,10 @@ typedef enum Op {
         OP_KEYS,
         OP_ROTATE,
         OP_REVOKE,
+        OP_SECRET_SET,
+        OP_SECRET_LIST,
+        OP_SECRET_DELETE,
+        OP_UPSTREAM_TEST,
         _OP_MAX,
 } Op;
 
@@ -38,14 +42,18 @@ enum {
 #define SCOPES_MAX     64u          /* scopes in one request */
 #define KID_MAX        128u         /* bytes of a key id */
 #define TTL_MAX        2147483647LL /* seconds; larger values are rejected, smaller ones clamped */
+#define BROKER_NAME_MAX  64u          /* bytes of a rule, upstream or secret name */
+#define SECRET_VALUE_MAX 8192u        /* bytes of a stored secret */
 
 typedef struct Request {
         json_t *root; /* owns every string below */
         Op op;
         json_t *id; /* borrowed from root, NULL when absent */
 
-        /* OP_TOKEN */
+        /* OP_TOKEN: a token of the broker's own (audience), or one from an upstream (upstream;
+         * then no audience and no ttl: the upstream decides the lifetime) */
         const char *audience;
+        const char *upstream; /* also OP_UPSTREAM_TEST */
         const char *scopes[SCOPES_MAX];
         size_t n_scopes;
         bool has_ttl;
@@ -56,6 +64,11 @@ typedef struct Request {
 
         /* OP_ROTATE: NULL for every algorithm */
         const char *alg;
+
+        /* OP_SECRET_SET, OP_SECRET_DELETE */
+        const char *name;
+        /* OP_SECRET_SET: the secret itself; the daemon wipes it in `root` once stored */
+        const char *value;
 } Request;
 
 const char *op_to_string(Op op);
@@ -72,9 +85,14 @@ void request_done(Request *r);
 /* Scope syntax of RFC 6749 §3.3: printable ASCII except space, '"' and '\'. */
 bool scope_token_valid(const char *s);
 
+/* Names of rules, upstreams and secrets: 1 to BROKER_NAME_MAX letters, digits, '.', '_', '-'. */
+bool broker_name_valid(const char *s);
+
 /* Response building (daemon). Both return a new object with "ok" and, when id != NULL, "id". */
 json_t *response_new_ok(json_t *id);
 json_t *response_new_error(BrokerErrorCode code, const char *message, json_t *id);
+/* Adds "upstream_error" (the upstream's OAuth2 error code) to an error response's "error". */
+int response_error_set_upstream(json_t *resp, const char *upstream_error);
 
 /* Serialises a message as one frame (header + compact JSON). -EMSGSIZE if it would not fit. */
 int message_encode_frame(json_t *msg, char **ret, size_t *ret_len);
@@ -85,6 +103,7 @@ typedef struct Response {
         bool ok;
         BrokerErrorCode code; /* when !ok */
         const char *message;  /* when !ok */
+        const char *upstream_error; /* when !ok: the upstream's OAuth2 error code, or NULL */
 } Response;
 
 /* Validates a response body: one object, boolean "ok"; when false, an "error" object with a
@@ -101,3 +120,15 @@ typedef struct TokenResponse {
 
 /* The fields of a successful `token` response, each type-checked. Borrowed from r->root. */
 int response_get_token(const Response *r, TokenResponse *ret, char *err, size_t errlen);
+
+typedef struct UpstreamTokenResponse {
+        const char *access_token;
+        const char *token_type;
+        int64_t expires_at;
+        const char *scope;             /* NULL when absent */
+        const char *issued_token_type; /* NULL when absent */
+} UpstreamTokenResponse;
+
+/* The fields of a successful `token` response for an upstream, each type-checked. */
+int response_get_upstream_token(const Response *r, UpstreamTokenResponse *ret, char *err,
+                                size_t errlen);

@@ -1,10 +1,12 @@
-/* Admin socket ops: status, reload, keys, rotate, revoke (and ping). Only root and the
- * broker's own uid get this far (checked at accept). */
+/* Admin socket ops: status, reload, keys, rotate, revoke, the upstreams' secrets and
+ * `upstream test` (and ping). Only root and the broker's own uid get this far (checked at
+ * accept). */
 #include "daemon/server-private.h"
 #include "daemon/version.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "timeutil.h"
 
 static void reply_json(Conn *c, const Request *req, json_t *fields)
 {
@@ -28,7 +30,7 @@ static void handle_status(Server *s, Conn *c, const Request *req)
         transport_stats(s->transport, &ts);
         reply_json(c, req,
                    json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                             " s:{s:s, s:I, s:s, s:O}}",
+                             " s:{s:s, s:I, s:s, s:O}, s:o}",
                              "version", BROKERD_VERSION, "pid", (int) getpid(), "started_at",
                              (json_int_t) s->started_at, "connections", (json_int_t) ts.connections,
                              "admin_connections", (json_int_t) ts.admin_connections, "grants",
@@ -38,7 +40,8 @@ static void handle_status(Server *s, Conn *c, const Request *req)
                              grantlog_store_healthy(s->log) ? "ok" : "failing", "last_seq",
                              (json_int_t) grantlog_store_last_seq(s->log), "key_id",
                              s->audit_key->kid, "public_key",
-                             json_object_get(s->audit_key->jwk, "x")));
+                             json_object_get(s->audit_key->jwk, "x"), "upstreams",
+                             federation_status(s->federation)));
 }
 
 static void handle_reload(Server *s, Conn *c, const Request *req)
@@ -104,9 +107,166 @@ static void handle_revoke(Server *s, Conn *c, const Request *req)
                                               "revocation failed; see the broker's log", req->id));
                 return;
         }
+        /* Upstream tokens obtained with the broker's JWTs are dropped too: a key is revoked when
+         * it can no longer be trusted, and neither can what it bought. */
+        federation_drop(s->federation, NULL);
         reply_json(
             c, req,
             json_pack("{s:s, s:s*}", "kid", req->kid, "replacement_kid", repl[0] ? repl : NULL));
+}
+
+static void handle_secret_set(Server *s, Conn *c, const Request *req)
+{
+        int r = secretstore_set(s->secrets, req->name, req->value, strlen(req->value),
+                                now_unix_sec());
+
+        /* The value goes no further: wiped in the parsed request (the frame it came in is
+         * the transport's). */
+        explicit_bzero((char *) req->value, strlen(req->value));
+        if (r < 0) {
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL,
+                                                 "the secret could not be stored; see the "
+                                                 "broker's log",
+                                                 req->id));
+                return;
+        }
+        server_record(s, "secret_set", json_pack("{s:s, s:b}", "name", req->name, "created", r > 0));
+        federation_drop(s->federation, req->name);
+        log_info("Secret %s %s", req->name, r > 0 ? "created" : "replaced");
+        reply_json(c, req, json_pack("{s:s, s:b}", "name", req->name, "created", r > 0));
+}
+
+static void handle_secret_list(Server *s, Conn *c, const Request *req)
+{
+        json_t *list = secretstore_list(s->secrets);
+
+        if (!list) {
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL,
+                                                 "the secrets could not be listed; see the "
+                                                 "broker's log",
+                                                 req->id));
+                return;
+        }
+        reply_json(c, req, json_pack("{s:o}", "secrets", list));
+}
+
+static void handle_secret_delete(Server *s, Conn *c, const Request *req)
+{
+        int r = secretstore_delete(s->secrets, req->name);
+
+        if (r == -ENOENT) {
+                conn_reply(c, response_new_error(BROKER_ERR_NOT_FOUND, "no secret with this name",
+                                                 req->id));
+                return;
+        }
+        if (r < 0) {
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL,
+                                                 "the secret could not be deleted; see the "
+                                                 "broker's log",
+                                                 req->id));
+                return;
+        }
+        server_record(s, "secret_deleted", json_pack("{s:s}", "name", req->name));
+        federation_drop(s->federation, req->name);
+        log_info("Secret %s deleted", req->name);
+        reply_json(c, req, json_pack("{s:s}", "name", req->name));
+}
+
+typedef struct TestPending {
+        Server *server;
+        Conn *conn;
+        json_t *id;
+        char *upstream;
+} TestPending;
+
+static const char *fed_status_name(FedStatus st)
+{
+        switch (st) {
+        case FED_OK:
+                return "ok";
+        case FED_DENIED:
+                return "denied";
+        case FED_UNAVAILABLE:
+                return "unavailable";
+        default:
+                return "internal";
+        }
+}
+
+/* The exchange's outcome, never its token: recorded, and answered like a token request would
+ * be (ok, denied, unavailable). */
+static void upstream_tested(const FedResult *r, void *userdata)
+{
+        TestPending *p = userdata;
+        json_t *resp;
+
+        server_record(p->server, "upstream_tested",
+                      json_pack("{s:s, s:s, s:I, s:s*, s:s*}", "upstream", p->upstream, "result",
+                                fed_status_name(r->status), "http_status",
+                                (json_int_t) r->http_status, "request_id",
+                                r->request_id[0] ? r->request_id : NULL, "upstream_error",
+                                r->upstream_error));
+        if (r->status == FED_OK) {
+                resp = response_new_ok(p->id);
+                if (resp)
+                        json_object_update_new(
+                            resp, json_pack("{s:s, s:s, s:I, s:I, s:s*, s:s*, s:s*}", "upstream",
+                                            p->upstream, "token_type", r->token->token_type,
+                                            "expires_at",
+                                            (json_int_t) (r->token->expires_ms / 1000),
+                                            "http_status", (json_int_t) r->http_status, "scope",
+                                            r->token->scope ?: r->scope, "issued_token_type",
+                                            r->token->issued_token_type, "request_id",
+                                            r->request_id));
+        } else {
+                resp = response_new_error(r->status == FED_DENIED        ? BROKER_ERR_DENIED
+                                          : r->status == FED_UNAVAILABLE ? BROKER_ERR_UNAVAILABLE
+                                                                         : BROKER_ERR_INTERNAL,
+                                          r->message, p->id);
+                if (resp && r->upstream_error &&
+                    response_error_set_upstream(resp, r->upstream_error) < 0) {
+                        json_decref(resp);
+                        resp = NULL;
+                }
+        }
+        conn_reply_async(p->conn, resp);
+        json_decref(p->id);
+        free(p->upstream);
+        free(p);
+}
+
+static void handle_upstream_test(Server *s, Conn *c, const Request *req)
+{
+        const UpstreamConfig *u = config_find_upstream(s->config, req->upstream);
+        TestPending *p;
+        int r;
+
+        if (!u) {
+                conn_reply(c, response_new_error(BROKER_ERR_NOT_FOUND,
+                                                 "no upstream with this name in the configuration",
+                                                 req->id));
+                return;
+        }
+        p = malloc(sizeof(TestPending));
+        if (!p || !(p->upstream = strdup(req->upstream))) {
+                free(p);
+                conn_reply(c, response_new_error(BROKER_ERR_INTERNAL, "out of memory", req->id));
+                return;
+        }
+        p->server = s;
+        p->conn = c;
+        p->id = json_incref(req->id);
+        conn_begin_async(c);
+        r = federation_test(s->federation, s->config, u, upstream_tested, p);
+        if (r < 0) {
+                json_decref(p->id);
+                free(p->upstream);
+                free(p);
+                conn_reply_async(c, response_new_error(BROKER_ERR_INTERNAL,
+                                                       "the test could not start; see the "
+                                                       "broker's log",
+                                                       req->id));
+        }
 }
 
 void admin_handle(Conn *c, const Request *req, void *userdata)
@@ -131,6 +291,18 @@ void admin_handle(Conn *c, const Request *req, void *userdata)
                 break;
         case OP_REVOKE:
                 handle_revoke(s, c, req);
+                break;
+        case OP_SECRET_SET:
+                handle_secret_set(s, c, req);
+                break;
+        case OP_SECRET_LIST:
+                handle_secret_list(s, c, req);
+                break;
+        case OP_SECRET_DELETE:
+                handle_secret_delete(s, c, req);
+                break;
+        case OP_UPSTREAM_TEST:
+                handle_upstream_test(s, c, req);
                 break;
         default: /* request_parse() only lets admin ops through */
                 conn_reply(c, response_new_error(BROKER_ERR_BAD_REQUEST, "unknown op", req->id));

@@ -7,10 +7,12 @@
 #include <systemd/sd-event.h>
 
 #include "daemon/server.h"
+#include "federation/federation.h"
 #include "grantlog/store.h"
 #include "issuance/issuance.h"
 #include "keys/keyservice.h"
 #include "keys/seal.h"
+#include "keys/secretstore.h"
 #include "runtime/mailbox.h"
 #include "runtime/workers.h"
 #include "transport/transport.h"
@@ -24,6 +26,8 @@ struct Server {
         Mailbox *mailbox;
         Workers *workers;
         KeyService *keys;
+        SecretStore *secrets;
+        Federation *federation;
         Issuance *issuance;
         Transport *transport;
         int64_t started_at;

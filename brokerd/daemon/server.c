@@ -102,6 +102,15 @@ static void key_policy_from_config(const Config *c, KeyPolicy *ret)
         ret->algs[ALG_EDDSA] = true; /* the default algorithm always has a key */
         for (size_t i = 0; i < c->n_rules; i++)
                 ret->algs[c->rules[i].alg] = true;
+        /* the JWTs the broker sends upstreams, signed with its published keys too */
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+                const UpstreamConfig *u = &c->upstreams[i];
+
+                if (u->kind != UPSTREAM_CLIENT_CREDENTIALS)
+                        ret->algs[u->subject_token.alg] = true;
+                if (u->client_auth == CLIENT_AUTH_PRIVATE_KEY_JWT)
+                        ret->algs[u->client_assertion_alg] = true;
+        }
 }
 
 static KeyServiceSettings key_settings(const Config *c)
@@ -233,7 +242,16 @@ int server_new(Config *config, Server **ret)
                 keystore_close(store);
                 goto fail;
         }
-        r = workers_new(0, &s->workers);
+        /* keys.db's master key was checked by the key store */
+        r = secretstore_open(config->state_directory, s->master, &s->secrets);
+        if (r >= 0)
+                r = federation_new(&(FederationDeps){.event = s->event,
+                                                     .mailbox = s->mailbox,
+                                                     .keys = {.active = active_key, .ctx = s->keys},
+                                                     .secrets = s->secrets},
+                                   config, &s->federation);
+        if (r >= 0)
+                r = workers_new(0, &s->workers);
         if (r >= 0)
                 r = workers_attach_event(s->workers, s->event);
         if (r >= 0)
@@ -241,7 +259,8 @@ int server_new(Config *config, Server **ret)
                                                  .workers = s->workers,
                                                  .mailbox = s->mailbox,
                                                  .keys = {.active = active_key, .ctx = s->keys},
-                                                 .sink = sink},
+                                                 .sink = sink,
+                                                 .federation = s->federation},
                                  config, &s->issuance);
         TransportLimits limits = transport_limits(config);
         if (r >= 0)
@@ -274,8 +293,10 @@ int server_run(Server *s)
          * record that we stopped. */
         transport_stop_accepting(s->transport);
         transport_shutdown(s->transport);
-        /* Requests being decided still reach the grant log before "stopped" does. */
+        /* Requests being decided still reach the grant log before "stopped" does; so do the
+         * ones waiting for an upstream, answered now. */
         workers_drain(s->workers);
+        federation_stop(s->federation);
         server_record(s, "stopped", json_pack("{s:i}", "pid", (int) getpid()));
         grantlog_store_drain(s->log);
         (void) mailbox_dispatch(s->mailbox);
@@ -322,6 +343,7 @@ int server_reload(Server *s, char **ret_errors)
         config_unref(s->config);
         s->config = TAKE_PTR(c);
         issuance_set_config(s->issuance, s->config);
+        federation_set_config(s->federation, s->config);
         TransportLimits limits = transport_limits(s->config);
         transport_set_limits(s->transport, &limits);
         log_info("Configuration reloaded from %s (%zu rules)", s->config->path, s->config->n_rules);
@@ -343,12 +365,14 @@ void server_free(Server *s)
          * the workers' jobs reach the grant log, whose writer commits them and posts their
          * answers, which the mailbox then runs. */
         workers_free(s->workers);
+        federation_free(s->federation);
         grantlog_store_close(s->log);
         if (s->mailbox)
                 (void) mailbox_dispatch(s->mailbox);
         transport_free(s->transport);
         issuance_free(s->issuance);
         keyservice_free(s->keys);
+        secretstore_close(s->secrets);
         mailbox_free(s->mailbox);
         if (s->audit_key)
                 signing_key_unref(s->audit_key);

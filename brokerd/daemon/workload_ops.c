@@ -6,12 +6,34 @@
 #include "macro.h"
 #include "policy/policy.h"
 
+/* RFC 6749 §5.1's fields, with expires_at instead of expires_in (the caller may read it
+ * later). */
+static json_t *upstream_token_response(const IssueResult *r, json_t *id)
+{
+        json_t *resp = response_new_ok(id);
+
+        if (resp &&
+            (json_object_set_new(resp, "access_token", json_string(r->access_token)) < 0 ||
+             json_object_set_new(resp, "token_type", json_string(r->token_type)) < 0 ||
+             json_object_set_new(resp, "expires_at", json_integer(r->expires_at)) < 0 ||
+             (r->scope && json_object_set_new(resp, "scope", json_string(r->scope)) < 0) ||
+             (r->issued_token_type &&
+              json_object_set_new(resp, "issued_token_type", json_string(r->issued_token_type)) <
+                  0))) {
+                json_decref(resp);
+                return NULL;
+        }
+        return resp;
+}
+
 static json_t *token_response(const IssueResult *r, json_t *id)
 {
         json_t *resp;
 
         switch (r->status) {
         case ISSUE_GRANTED:
+                if (r->access_token)
+                        return upstream_token_response(r, id);
                 resp = response_new_ok(id);
                 if (resp &&
                     (json_object_set_new(resp, "token", json_string(r->token)) < 0 ||
@@ -23,13 +45,20 @@ static json_t *token_response(const IssueResult *r, json_t *id)
                 }
                 return resp;
         case ISSUE_DENIED:
-                return response_new_error(BROKER_ERR_DENIED, r->message, id);
+                resp = response_new_error(BROKER_ERR_DENIED, r->message, id);
+                break;
         case ISSUE_UNAVAILABLE:
-                return response_new_error(BROKER_ERR_UNAVAILABLE, r->message, id);
+                resp = response_new_error(BROKER_ERR_UNAVAILABLE, r->message, id);
+                break;
         case ISSUE_INTERNAL:
         default:
                 return response_new_error(BROKER_ERR_INTERNAL, r->message, id);
         }
+        if (resp && r->upstream_error && response_error_set_upstream(resp, r->upstream_error) < 0) {
+                json_decref(resp);
+                return NULL;
+        }
+        return resp;
 }
 
 typedef struct Pending {
@@ -48,7 +77,8 @@ static void token_done(const IssueResult *r, void *userdata)
 
 static void handle_token(Server *s, Conn *c, const Request *req)
 {
-        TokenRequest tr = {.audience = req->audience,
+        TokenRequest tr = {.upstream = req->upstream,
+                           .audience = req->audience,
                            .scopes = req->scopes,
                            .n_scopes = req->n_scopes,
                            .has_ttl = req->has_ttl,

@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 
 #include "grantlog/record.h"
+#include "federation/oauth.h"
 #include "issuance/denials.h"
 #include "runtime/ratelimit.h"
 #include "keys/jwt.h"
@@ -47,12 +48,21 @@ typedef struct TokenJob {
         char message[512];
         SigningKey *key;
         MintedToken minted;
+        /* an upstream's token */
+        char *subject;        /* rendered by the deciding rule */
+        const char *rule;     /* its name, in config */
+        FedToken *fed_token;  /* granted */
+        char *fed_scope;      /* what was asked of the upstream */
+        char upstream_error[OAUTH_ERROR_MAX + 1];
         const char *scopes[]; /* req.scopes: the request's array is the caller's */
 } TokenJob;
 
 static void job_free(TokenJob *j)
 {
         minted_token_done(&j->minted); /* wipes the token */
+        fed_token_unref(j->fed_token);
+        free(j->subject);
+        free(j->fed_scope);
         if (j->key)
                 signing_key_unref(j->key);
         json_decref(j->req.owner);
@@ -69,7 +79,17 @@ static void job_answer(MailboxMsg *m)
         IssueResult r = {.status = j->status, .message = j->message};
 
         s->stats.in_flight--;
-        if (j->status == ISSUE_GRANTED) {
+        if (j->status == ISSUE_GRANTED && j->fed_token) {
+                const FedToken *t = j->fed_token;
+
+                s->stats.grants++;
+                r.access_token = t->access_token;
+                r.token_type = t->token_type;
+                r.expires_at = t->expires_ms / 1000;
+                /* RFC 6749 §5.1: no scope in the answer means the scope asked for */
+                r.scope = t->scope ?: j->fed_scope;
+                r.issued_token_type = t->issued_token_type;
+        } else if (j->status == ISSUE_GRANTED) {
                 s->stats.grants++;
                 r.token = j->minted.token;
                 r.expires_at = j->minted.exp;
@@ -79,6 +99,8 @@ static void job_answer(MailboxMsg *m)
                 s->stats.denials++;
                 s->stats.denials_counted += j->counted;
         }
+        if (j->upstream_error[0])
+                r.upstream_error = j->upstream_error;
         j->done(&r, j->userdata);
         job_free(j);
 }
@@ -161,6 +183,48 @@ static bool deny_gets_record(TokenJob *j, DenyReason reason)
         }
 }
 
+/* Hands the decision's record to the grant log; the answer waits for its commit
+ * (job_committed). `announced`: the record was expected (a worker is making it), so queueing it
+ * settles that. False when the job was answered without a record. */
+static bool job_submit(TokenJob *j, const GrantlogDecision *rec, bool announced)
+{
+        json_t *record = grantlog_record_decision(rec, j->time_ms);
+        int r;
+
+        if (!record) {
+                job_internal(j, -ENOMEM, "Cannot build the grant record");
+                return false;
+        }
+        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, announced,
+                                     job_committed, j);
+        if (r >= 0)
+                return true;
+        if (r == -ESHUTDOWN)
+                job_post(j, ISSUE_UNAVAILABLE, "the broker is stopping; retry later");
+        else
+                job_internal(j, r, "Cannot queue the grant record");
+        return false;
+}
+
+/* A denial (or, for an upstream that gave no usable answer, `status` unavailable): recorded,
+ * or only counted toward its uid's deny_summary. A denial gives nothing away, so a counted one
+ * is answered now, not after that summary's commit; what a kill -9 can lose meanwhile is a
+ * count (README §Audit). */
+static bool job_deny(TokenJob *j, IssueStatus status, DenyReason reason, const char *message,
+                     GrantlogDecision *rec, bool announced)
+{
+        j->status = status;
+        snprintf(j->message, sizeof(j->message), "%s", message);
+        rec->granted = false;
+        rec->reason = deny_reason_to_string(reason);
+        if (!deny_gets_record(j, reason)) {
+                j->counted = true;
+                job_post(j, status, NULL);
+                return false;
+        }
+        return job_submit(j, rec, announced);
+}
+
 /* Decides, mints, builds the record and hands it to the grant log; false when it answered the
  * job without a record. The job may be answered and freed (on the loop) as soon as it is handed
  * over. */
@@ -171,8 +235,8 @@ static bool job_work(TokenJob *j)
                                 .audience = req->audience,
                                 .scopes = req->scopes,
                                 .n_scopes = req->n_scopes};
-        json_t *record;
         Decision d = {};
+        bool handed;
         int r;
 
         /* The connecting process must still be alive: if it has exited, whoever now holds the
@@ -188,61 +252,165 @@ static bool job_work(TokenJob *j)
                         return false;
                 }
         }
-        rec.granted = d.reason == DENY_NONE;
         rec.rule = d.rule ? d.rule->name : NULL;
-        if (rec.granted) {
-                j->key = j->svc->deps.keys.active(j->svc->deps.keys.ctx, d.rule->alg);
-                if (!j->key) {
-                        log_error("No active %s key", alg_to_string(d.rule->alg));
-                        decision_done(&d);
-                        job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
-                        return false;
-                }
-                r = jwt_mint(j->key, j->config->issuer, d.subject, req->audience, req->scopes,
-                             req->n_scopes, j->time_ms / 1000, d.ttl, &j->minted);
-                if (r < 0) {
-                        decision_done(&d);
-                        job_internal(j, r, "Cannot sign token");
-                        return false;
-                }
-                j->status = ISSUE_GRANTED;
-                rec.subject = d.subject;
-                rec.alg = alg_to_string(j->key->alg);
-                rec.kid = j->key->kid;
-                rec.jti = j->minted.jti;
-                rec.expires_at = j->minted.exp;
-                rec.token_sha256 = j->minted.token_sha256;
-        } else {
-                j->status = ISSUE_DENIED;
-                snprintf(j->message, sizeof(j->message), "%s", d.message);
-                rec.reason = deny_reason_to_string(d.reason);
-                if (!deny_gets_record(j, d.reason)) {
-                        /* Counted toward its uid's deny_summary. A denial gives nothing away,
-                         * so it is answered now, not after that summary's commit; what a
-                         * kill -9 can lose meanwhile is a count (README §Audit). */
-                        decision_done(&d);
-                        j->counted = true;
-                        job_post(j, ISSUE_DENIED, NULL);
-                        return false;
-                }
+        if (d.reason != DENY_NONE) {
+                handed = job_deny(j, ISSUE_DENIED, d.reason, d.message, &rec, true);
+                decision_done(&d);
+                return handed;
         }
-        record = grantlog_record_decision(&rec, j->time_ms);
+        j->key = j->svc->deps.keys.active(j->svc->deps.keys.ctx, d.rule->alg);
+        if (!j->key) {
+                log_error("No active %s key", alg_to_string(d.rule->alg));
+                decision_done(&d);
+                job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
+                return false;
+        }
+        r = jwt_mint(j->key, j->config->issuer, d.subject, req->audience, req->scopes,
+                     req->n_scopes, j->time_ms / 1000, d.ttl, &j->minted);
+        if (r < 0) {
+                decision_done(&d);
+                job_internal(j, r, "Cannot sign token");
+                return false;
+        }
+        j->status = ISSUE_GRANTED;
+        rec.granted = true;
+        rec.subject = d.subject;
+        rec.alg = alg_to_string(j->key->alg);
+        rec.kid = j->key->kid;
+        rec.jti = j->minted.jti;
+        rec.expires_at = j->minted.exp;
+        rec.token_sha256 = j->minted.token_sha256;
+        handed = job_submit(j, &rec, true);
         decision_done(&d);
-        if (!record) {
+        return handed;
+}
+
+/* Builds and hands over the record of the federation's answer; false when the job was answered
+ * without one. The job may be gone once this returns. */
+static bool job_fed_record(TokenJob *j, const FedResult *r)
+{
+        const UpstreamConfig *u = config_find_upstream(j->config, j->req.upstream);
+        _cleanup_(json_decrefp) json_t *upstream = NULL;
+        GrantlogDecision rec = {.peer = j->caller->peer,
+                                .scopes = j->req.scopes,
+                                .n_scopes = j->req.n_scopes,
+                                .rule = j->rule,
+                                .subject = j->subject};
+        bool announced = !r->async;
+
+        if (r->scope && !(j->fed_scope = strdup(r->scope))) {
+                job_internal(j, -ENOMEM, "Cannot record an upstream's answer");
+                return false;
+        }
+        upstream = grantlog_upstream_new(&(GrantlogUpstream){
+            .name = u->name,
+            .kind = upstream_kind_to_string(u->kind),
+            .cache = r->status == FED_OK ? (r->cache_hit ? "hit" : "miss") : NULL,
+            .http_status = r->http_status,
+            .request_id = r->request_id,
+            .expires_at = r->token ? r->token->expires_ms / 1000 : 0,
+            .scope = r->scope,
+            .error = r->upstream_error});
+        if (!upstream) {
                 job_internal(j, -ENOMEM, "Cannot build the grant record");
                 return false;
         }
-        /* The answer waits for the commit (job_committed). Queued, the record settles its
-         * announcement. */
-        r = j->svc->deps.sink.submit(j->svc->deps.sink.ctx, record, j->time_ms, true, job_committed,
-                                     j);
-        if (r >= 0)
-                return true;
-        if (r == -ESHUTDOWN)
-                job_post(j, ISSUE_UNAVAILABLE, "the broker is stopping; retry later");
-        else
-                job_internal(j, r, "Cannot queue the grant record");
-        return false;
+        rec.upstream = upstream;
+        if (r->upstream_error)
+                snprintf(j->upstream_error, sizeof(j->upstream_error), "%s", r->upstream_error);
+        switch (r->status) {
+        case FED_OK:
+                j->status = ISSUE_GRANTED;
+                j->fed_token = fed_token_ref(r->token);
+                rec.granted = true;
+                rec.expires_at = r->token->expires_ms / 1000;
+                rec.token_sha256 = r->token->token_sha256;
+                return job_submit(j, &rec, announced);
+        case FED_DENIED:
+                return job_deny(j, ISSUE_DENIED, DENY_UPSTREAM_REFUSED, r->message, &rec,
+                                announced);
+        case FED_UNAVAILABLE:
+                return job_deny(j, ISSUE_UNAVAILABLE, DENY_UPSTREAM_UNAVAILABLE, r->message, &rec,
+                                announced);
+        default:
+                log_error("Upstream %s: %s", u->name, r->message ? r->message : "internal error");
+                job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
+                return false;
+        }
+}
+
+/* The federation's answer for an upstream job: within federation_get() on the worker (a cache
+ * hit, a fast failure), where the record was announced and its announcement is settled here,
+ * or on the loop after an exchange (r->async), when it no longer was. */
+static void job_fed_done(const FedResult *r, void *userdata)
+{
+        TokenJob *j = userdata;
+        Issuance *s = j->svc; /* the job may be gone once its record is handed over */
+
+        if (!job_fed_record(j, r) && !r->async)
+                sink_expect(s, -1);
+}
+
+/* An upstream's token: the policy decides as for any token, the federation does the rest. */
+/* Like job_work(): true when the record's announcement is settled (handed over, or settled in
+ * job_fed_done()). */
+static bool job_work_upstream(TokenJob *j)
+{
+        const TokenRequest *req = &j->req;
+        _cleanup_(json_decrefp) json_t *upstream = NULL;
+        GrantlogDecision rec = {.peer = j->caller->peer,
+                                .scopes = req->scopes,
+                                .n_scopes = req->n_scopes};
+        Decision d = {};
+        bool handed;
+        int r;
+
+        if (caller_check(j->caller) < 0) {
+                d.reason = DENY_IDENTITY;
+                snprintf(d.message, sizeof(d.message), "%s", caller_unconfirmed_message);
+        } else {
+                r = policy_decide_upstream(j->config, &j->caller->id, req->upstream, req->scopes,
+                                           req->n_scopes, &d);
+                if (r < 0) {
+                        job_internal(j, r, "Cannot decide a token request");
+                        return false;
+                }
+        }
+        if (d.reason != DENY_NONE) {
+                upstream = grantlog_upstream_new(&(GrantlogUpstream){.name = req->upstream});
+                if (!upstream) {
+                        decision_done(&d);
+                        job_internal(j, -ENOMEM, "Cannot build the grant record");
+                        return false;
+                }
+                rec.upstream = upstream;
+                rec.rule = d.rule ? d.rule->name : NULL;
+                handed = job_deny(j, ISSUE_DENIED, d.reason, d.message, &rec, true);
+                decision_done(&d);
+                return handed;
+        }
+        if (!j->svc->deps.federation) {
+                decision_done(&d);
+                job_post(j, ISSUE_UNAVAILABLE, "upstream tokens are not available here");
+                return false;
+        }
+        j->rule = d.rule->name;
+        j->subject = TAKE_PTR(d.subject);
+        r = federation_get(j->svc->deps.federation,
+                           &(FedRequest){.config = j->config,
+                                         .upstream = config_find_upstream(j->config, req->upstream),
+                                         .rule = j->rule,
+                                         .subject = j->subject,
+                                         .scopes = req->scopes,
+                                         .n_scopes = req->n_scopes},
+                           job_fed_done, j);
+        if (r < 0) {
+                job_internal(j, r, "Cannot ask an upstream");
+                return false;
+        }
+        /* 0: answered already, and job_fed_done() settled the announcement. 1: later, on the
+         * loop (an exchange): no record to wait for meanwhile. */
+        return r == 0;
 }
 
 /* On a worker. */
@@ -251,9 +419,9 @@ static void job_run(WorkerJob *w)
         TokenJob *j = (TokenJob *) ((char *) w - offsetof(TokenJob, work));
         Issuance *s = j->svc;
 
-        /* A record that will never come: a commit need not wait for it any longer. (One handed
-         * over settled its announcement as it was queued.) */
-        if (!job_work(j))
+        /* A record that will never come, or not soon (an exchange): a commit need not wait for
+         * it any longer. (One handed over settled its announcement as it was queued.) */
+        if (!(j->req.upstream ? job_work_upstream(j) : job_work(j)))
                 sink_expect(s, -1);
 }
 

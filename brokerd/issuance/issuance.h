@@ -9,8 +9,10 @@
  * never reaches a worker, the policy, the signer or the grant log. The rest runs on a worker;
  * the grant log's writer commits the record; the callback runs on the loop (through the
  * mailbox). A reload swaps the configuration; a request keeps the one it began with.
- * A second kind of grant (an upstream exchange) plugs in beside the local mint as another job
- * kind: the transport does not change.
+ * An upstream's token is the other kind of grant: the same job decides with the policy
+ * (policy_decide_upstream), then asks the federation, whose answer comes at once (a cache hit)
+ * or later on the loop (an exchange); either way the record is built, committed and only then
+ * answered, like a local mint. The transport does not change.
  *
  * Denials are bounded (README §Audit): each uid has audit.deny_budget records of its own per
  * audit.deny_interval, and none while the grant log's filesystem has less free space than
@@ -25,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "federation/federation.h"
 #include "grantlog/store.h"
 #include "identity/caller.h"
 #include "keys/signer.h"
@@ -46,11 +49,16 @@ typedef struct IssueResult {
         const char *token;
         int64_t expires_at;
         const char *kid, *jti;
+        /* when granted for an upstream: its token (instead of token, kid and jti) */
+        const char *access_token, *token_type, *scope, *issued_token_type;
+        /* not granted for an upstream: the upstream's OAuth2 error code, or NULL */
+        const char *upstream_error;
 } IssueResult;
 
 typedef void (*issue_done_t)(const IssueResult *r, void *userdata);
 
 typedef struct TokenRequest {
+        const char *upstream; /* set: a token of this upstream's (no audience, no ttl) */
         const char *audience;
         const char *const *scopes;
         size_t n_scopes;
@@ -58,13 +66,6 @@ typedef struct TokenRequest {
         int64_t ttl;
         json_t *owner; /* owns the strings above (the parsed request): referenced, not copied */
 } TokenRequest;
-
-/* Where the signing keys come from: the key service, or a test's own keys. `active` returns a
- * new reference (or NULL) and is called from the workers. */
-typedef struct KeySource {
-        SigningKey *(*active)(void *ctx, Alg alg);
-        void *ctx;
-} KeySource;
 
 typedef struct IssuanceDeps {
         /* The loop whose timer writes the denials' summaries and whose exit writes the last of
@@ -74,6 +75,7 @@ typedef struct IssuanceDeps {
         Mailbox *mailbox;
         KeySource keys;
         GrantSink sink;
+        Federation *federation; /* NULL: upstream requests are unavailable (tests) */
 } IssuanceDeps;
 
 typedef struct Issuance Issuance;

@@ -55,3 +55,10 @@ static inline void signing_key_unrefp(SigningKey **k)
         if (*k)
                 signing_key_unref(*k);
 }
+
+/* Where the signing keys come from: the key service, or a test's own keys. `active` returns a
+ * new reference (or NULL) and is called from any thread. */
+typedef struct KeySource {
+        SigningKey *(*active)(void *ctx, Alg alg);
+        void *ctx;
+} KeySource;

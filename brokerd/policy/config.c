@@ -13,258 +13,33 @@
 #include "macro.h"
 #include "message.h"
 #include "pathsafe.h"
+#include "policy/confparse.h"
 #include "policy/policy.h"
 #include "policy/subject.h"
 #include "timeutil.h"
 
 #define CONFIG_FILE_MAX (4u * 1024 * 1024)
-#define RULE_NAME_MAX   64u
 #define RULES_MAX       4096u
 #define PATTERN_MAX     4096u
-
-/* Collects problems; validation goes on after each so the user sees all of them at once. */
-typedef struct Problems {
-        char **lines;
-        size_t n;
-        bool oom;
-} Problems;
-
-_printf_(3, 4) static void problem(Problems *p, const char *path, const char *fmt, ...)
-{
-        char msg[512];
-        _cleanup_free_ char *raw = NULL;
-        va_list ap;
-        char *line;
-
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-
-        /* Lines echo keys and values from the file, which may hold terminal escapes. */
-        char **n = realloc(p->lines, (p->n + 2) * sizeof(char *));
-        if (n)
-                p->lines = n;
-        if (!n || asprintf(&raw, "%s: %s", path, msg) < 0 || !(line = text_escape(raw))) {
-                p->oom = true;
-                return;
-        }
-        p->lines = n;
-        p->lines[p->n++] = line;
-        p->lines[p->n] = NULL;
-}
-
-static const char *json_type_name(const json_t *v)
-{
-        switch (json_typeof(v)) {
-        case JSON_OBJECT:
-                return "object";
-        case JSON_ARRAY:
-                return "array";
-        case JSON_STRING:
-                return "string";
-        case JSON_INTEGER:
-                return "integer";
-        case JSON_REAL:
-                return "number";
-        case JSON_TRUE:
-        case JSON_FALSE:
-                return "boolean";
-        default:
-                return "null";
-        }
-}
-
-/* "parent.key" or "key" at the top level. */
-static void join_path(char *buf, size_t n, const char *parent, const char *key)
-{
-        if (parent && *parent)
-                snprintf(buf, n, "%s.%s", parent, key);
-        else
-                snprintf(buf, n, "%s", key);
-}
-
-static void check_unknown_keys(Problems *p, json_t *obj, const char *path,
-                               const char *const *allowed)
-{
-        const char *key;
-        json_t *v;
-
-        json_object_foreach (obj, key, v) {
-                bool ok = false;
-                for (const char *const *a = allowed; *a; a++)
-                        if (strcmp(key, *a) == 0)
-                                ok = true;
-                if (!ok) {
-                        char kp[256];
-                        join_path(kp, sizeof(kp), path, key);
-                        problem(p, kp, "unknown key");
-                }
-        }
-}
-
-/* Returns the member or NULL; reports it when required and missing. */
-static json_t *member(Problems *p, json_t *obj, const char *parent, const char *key, bool required)
-{
-        json_t *v = json_object_get(obj, key);
-        if (!v && required) {
-                char kp[256];
-                join_path(kp, sizeof(kp), parent, key);
-                problem(p, kp, "missing (required)");
-        }
-        return v;
-}
-
-static bool has_control_chars(const char *s)
-{
-        for (; *s; s++)
-                if ((unsigned char) *s < 0x20 || *s == 0x7f)
-                        return true;
-        return false;
-}
-
-/* A string member, copied; false (after reporting) when of the wrong type or empty. */
-static bool get_string(Problems *p, json_t *obj, const char *parent, const char *key, bool required,
-                       size_t max, char **ret)
-{
-        char kp[256];
-        json_t *v = member(p, obj, parent, key, required);
-
-        if (!v)
-                return false;
-        join_path(kp, sizeof(kp), parent, key);
-        if (!json_is_string(v)) {
-                problem(p, kp, "expected string, got %s", json_type_name(v));
-                return false;
-        }
-        const char *s = json_string_value(v);
-        if (json_string_length(v) == 0) {
-                problem(p, kp, "must not be empty");
-                return false;
-        }
-        if (json_string_length(v) > max) {
-                problem(p, kp, "longer than %zu bytes", max);
-                return false;
-        }
-        if (strlen(s) != json_string_length(v) || has_control_chars(s)) {
-                problem(p, kp, "must not contain control characters");
-                return false;
-        }
-        *ret = strdup(s);
-        if (!*ret)
-                p->oom = true;
-        return *ret != NULL;
-}
-
-static bool get_path(Problems *p, json_t *obj, const char *parent, const char *key, size_t max,
-                     char **ret)
-{
-        _cleanup_free_ char *s = NULL;
-        char kp[256];
-
-        if (!get_string(p, obj, parent, key, true, max, &s))
-                return false;
-        join_path(kp, sizeof(kp), parent, key);
-        if (s[0] != '/') {
-                problem(p, kp, "must be an absolute path, got \"%s\"", s);
-                return false;
-        }
-        *ret = TAKE_PTR(s);
-        return true;
-}
-
-/* Integer seconds or a string like "90s", "15m", "24h", "400d". */
-static bool get_duration(Problems *p, json_t *obj, const char *parent, const char *key,
-                         uint64_t min, uint64_t *ret)
-{
-        char kp[256];
-        json_t *v = json_object_get(obj, key);
-        uint64_t sec;
-
-        if (!v)
-                return false;
-        join_path(kp, sizeof(kp), parent, key);
-        if (json_is_integer(v)) {
-                json_int_t i = json_integer_value(v);
-                if (i < 0 || (uint64_t) i > DURATION_MAX_SEC) {
-                        problem(p, kp, "duration out of range (0 to %llu seconds)",
-                                (unsigned long long) DURATION_MAX_SEC);
-                        return false;
-                }
-                sec = (uint64_t) i;
-        } else if (json_is_string(v)) {
-                int r = duration_parse(json_string_value(v), &sec);
-                if (r == -ERANGE) {
-                        problem(p, kp, "duration too large (at most 100 years)");
-                        return false;
-                }
-                if (r < 0) {
-                        problem(p, kp,
-                                "invalid duration \"%s\": expected seconds or a number with "
-                                "s, m, h or d (e.g. \"90s\", \"15m\", \"24h\", \"400d\")",
-                                json_string_value(v));
-                        return false;
-                }
-        } else {
-                problem(p, kp, "expected duration (integer seconds or string), got %s",
-                        json_type_name(v));
-                return false;
-        }
-        if (sec < min) {
-                problem(p, kp, "must be at least %llu seconds", (unsigned long long) min);
-                return false;
-        }
-        *ret = sec;
-        return true;
-}
-
-static bool get_uint(Problems *p, json_t *obj, const char *parent, const char *key, uint64_t min,
-                     uint64_t max, uint64_t *ret)
-{
-        char kp[256];
-        json_t *v = json_object_get(obj, key);
-
-        if (!v)
-                return false;
-        join_path(kp, sizeof(kp), parent, key);
-        if (!json_is_integer(v)) {
-                problem(p, kp, "expected integer, got %s", json_type_name(v));
-                return false;
-        }
-        json_int_t i = json_integer_value(v);
-        if (i < 0 || (uint64_t) i < min || (uint64_t) i > max) {
-                problem(p, kp, "must be between %llu and %llu", (unsigned long long) min,
-                        (unsigned long long) max);
-                return false;
-        }
-        *ret = (uint64_t) i;
-        return true;
-}
-
-static void check_object(Problems *p, json_t *v, const char *path, bool *ok)
-{
-        *ok = json_is_object(v);
-        if (!*ok)
-                problem(p, path, "expected object, got %s", json_type_name(v));
-}
 
 static void parse_listen(Problems *p, json_t *root, Config *c)
 {
         bool ok;
-        json_t *l = member(p, root, "", "listen", true);
+        json_t *l = conf_member(p, root, "", "listen", true);
 
         if (!l)
                 return;
-        check_object(p, l, "listen", &ok);
+        conf_check_object(p, l, "listen", &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, l, "listen", (const char *const[]){"workload", "admin", NULL});
+        conf_check_unknown_keys(p, l, "listen", (const char *const[]){"workload", "admin", NULL});
 
         const size_t max = sizeof(((struct sockaddr_un *) NULL)->sun_path) - 1;
-        get_path(p, l, "listen", "workload", max, &c->workload_socket);
-        get_path(p, l, "listen", "admin", max, &c->admin_socket);
+        conf_get_path(p, l, "listen", "workload", max, &c->workload_socket);
+        conf_get_path(p, l, "listen", "admin", max, &c->admin_socket);
         if (c->workload_socket && c->admin_socket &&
             strcmp(c->workload_socket, c->admin_socket) == 0)
-                problem(p, "listen.admin", "must differ from listen.workload");
+                conf_problem(p, "listen.admin", "must differ from listen.workload");
 }
 
 uint64_t config_audit_floor_bytes(const AuditFloor *f, uint64_t fs_size)
@@ -293,23 +68,23 @@ static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
                 return;
         if (json_is_integer(v)) {
                 if (json_integer_value(v) < 0) {
-                        problem(p, kp, "must not be negative");
+                        conf_problem(p, kp, "must not be negative");
                         return;
                 }
                 *ret = (AuditFloor){AUDIT_FLOOR_BYTES, (uint64_t) json_integer_value(v)};
                 return;
         }
         if (!json_is_string(v)) {
-                problem(p, kp,
+                conf_problem(p, kp,
                         "expected bytes (integer) or a string such as \"64M\" or \"5%%\", got %s",
-                        json_type_name(v));
+                        conf_type_name(v));
                 return;
         }
         s = json_string_value(v);
         errno = 0;
         n = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : (end = (char *) s, 0);
         if (end == s || errno == ERANGE) {
-                problem(p, kp,
+                conf_problem(p, kp,
                         "invalid size \"%s\": expected a number of bytes, with K, M, G or T, or a "
                         "percentage (e.g. \"64M\", \"5%%\")",
                         s);
@@ -317,7 +92,7 @@ static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
         }
         if (strcmp(end, "%") == 0) {
                 if (n > 100)
-                        problem(p, kp, "a percentage must be between 0 and 100, got \"%s\"", s);
+                        conf_problem(p, kp, "a percentage must be between 0 and 100, got \"%s\"", s);
                 else
                         *ret = (AuditFloor){AUDIT_FLOOR_PERCENT, n};
                 return;
@@ -328,7 +103,7 @@ static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
         }
         u = end[1] == 0 ? strchr(units, end[0]) : NULL;
         if (!u || !end[0]) {
-                problem(p, kp,
+                conf_problem(p, kp,
                         "invalid size \"%s\": expected a number of bytes, with K, M, G or T, or a "
                         "percentage (e.g. \"64M\", \"5%%\")",
                         s);
@@ -336,7 +111,7 @@ static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
         }
         unsigned shift = 10 * (unsigned) (u - units + 1);
         if (n > (UINT64_MAX >> shift)) {
-                problem(p, kp, "size too large: \"%s\"", s);
+                conf_problem(p, kp, "size too large: \"%s\"", s);
                 return;
         }
         *ret = (AuditFloor){AUDIT_FLOOR_BYTES, (uint64_t) n << shift};
@@ -345,7 +120,7 @@ static void get_audit_floor(Problems *p, json_t *a, AuditFloor *ret)
 static void parse_audit(Problems *p, json_t *root, Config *c)
 {
         bool ok;
-        json_t *a = member(p, root, "", "audit", true);
+        json_t *a = conf_member(p, root, "", "audit", true);
 
         c->audit_checkpoint_every = 1000;
         c->audit_checkpoint_interval_ms = 60 * 1000;
@@ -354,28 +129,28 @@ static void parse_audit(Problems *p, json_t *root, Config *c)
         c->audit_free_space_floor = (AuditFloor){AUDIT_FLOOR_DEFAULT, 0};
         if (!a)
                 return;
-        check_object(p, a, "audit", &ok);
+        conf_check_object(p, a, "audit", &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, a, "audit",
+        conf_check_unknown_keys(p, a, "audit",
                            (const char *const[]){"database", "retention", "checkpoint_every",
                                                  "checkpoint_interval", "deny_budget",
                                                  "deny_interval", "free_space_floor", NULL});
-        get_path(p, a, "audit", "database", PATH_MAX, &c->audit_database);
+        conf_get_path(p, a, "audit", "database", PATH_MAX, &c->audit_database);
 
         uint64_t v;
-        if (get_duration(p, a, "audit", "retention", 0, &v))
+        if (conf_get_duration(p, a, "audit", "retention", 0, &v))
                 c->audit_retention_ms = (int64_t) v * 1000;
-        if (get_uint(p, a, "audit", "checkpoint_every", 1, 1000000, &v))
+        if (conf_get_uint(p, a, "audit", "checkpoint_every", 1, 1000000, &v))
                 c->audit_checkpoint_every = v;
-        if (get_duration(p, a, "audit", "checkpoint_interval", 1, &v))
+        if (conf_get_duration(p, a, "audit", "checkpoint_interval", 1, &v))
                 c->audit_checkpoint_interval_ms = (int64_t) v * 1000;
         /* 0: every denial goes into a summary. */
-        if (get_uint(p, a, "audit", "deny_budget", 0, 1000000, &v))
+        if (conf_get_uint(p, a, "audit", "deny_budget", 0, 1000000, &v))
                 c->audit_deny_budget = v;
-        if (get_duration(p, a, "audit", "deny_interval", 1, &v)) {
+        if (conf_get_duration(p, a, "audit", "deny_interval", 1, &v)) {
                 if (v > 24 * 3600)
-                        problem(p, "audit.deny_interval", "must be at most 24h");
+                        conf_problem(p, "audit.deny_interval", "must be at most 24h");
                 else
                         c->audit_deny_interval_ms = (int64_t) v * 1000;
         }
@@ -395,21 +170,21 @@ static void parse_tokens(Problems *p, json_t *root, Config *c)
          * as invalid must not come back through its default in a second, misleading problem
          * ("rules[0].max_ttl: 7200s is longer than tokens.max_ttl (3600s)" when the file says
          * "2h" in the wrong place). An unusable max_ttl therefore bounds nothing. */
-        check_object(p, t, "tokens", &ok);
+        conf_check_object(p, t, "tokens", &ok);
         if (!ok) {
                 c->max_ttl = DURATION_MAX_SEC;
                 return;
         }
-        check_unknown_keys(p, t, "tokens", (const char *const[]){"default_ttl", "max_ttl", NULL});
+        conf_check_unknown_keys(p, t, "tokens", (const char *const[]){"default_ttl", "max_ttl", NULL});
         bool ok_default = !json_object_get(t, "default_ttl") ||
-                          get_duration(p, t, "tokens", "default_ttl", 1, &c->default_ttl);
+                          conf_get_duration(p, t, "tokens", "default_ttl", 1, &c->default_ttl);
         if (json_object_get(t, "max_ttl") &&
-            !get_duration(p, t, "tokens", "max_ttl", 1, &c->max_ttl)) {
+            !conf_get_duration(p, t, "tokens", "max_ttl", 1, &c->max_ttl)) {
                 c->max_ttl = DURATION_MAX_SEC;
                 return;
         }
         if (ok_default && c->default_ttl > c->max_ttl)
-                problem(p, "tokens.default_ttl", "%llus is longer than tokens.max_ttl (%llus)",
+                conf_problem(p, "tokens.default_ttl", "%llus is longer than tokens.max_ttl (%llus)",
                         (unsigned long long) c->default_ttl, (unsigned long long) c->max_ttl);
 }
 
@@ -432,10 +207,10 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
         };
         if (!l)
                 return;
-        check_object(p, l, "limits", &ok);
+        conf_check_object(p, l, "limits", &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, l, "limits",
+        conf_check_unknown_keys(p, l, "limits",
                            (const char *const[]){"max_connections", "max_connections_per_uid",
                                                  "max_connections_per_identity", "connect_rate",
                                                  "connect_burst", "rate", "burst", "idle_timeout",
@@ -443,40 +218,56 @@ static void parse_limits(Problems *p, json_t *root, Config *c)
         /* As in parse_tokens(): no relation problem about a default standing in for a value
          * already reported as invalid. */
         bool ok_total = !json_object_get(l, "max_connections") ||
-                        get_uint(p, l, "limits", "max_connections", 1, 65536, &m->max_connections);
+                        conf_get_uint(p, l, "limits", "max_connections", 1, 65536, &m->max_connections);
         bool ok_per_uid = !json_object_get(l, "max_connections_per_uid") ||
-                          get_uint(p, l, "limits", "max_connections_per_uid", 1, 65536,
+                          conf_get_uint(p, l, "limits", "max_connections_per_uid", 1, 65536,
                                    &m->max_connections_per_uid);
         bool ok_rate =
-            !json_object_get(l, "rate") || get_uint(p, l, "limits", "rate", 0, 10000000, &m->rate);
-        get_uint(p, l, "limits", "burst", 0, 100000000, &m->burst);
+            !json_object_get(l, "rate") || conf_get_uint(p, l, "limits", "rate", 0, 10000000, &m->rate);
+        conf_get_uint(p, l, "limits", "burst", 0, 100000000, &m->burst);
         bool ok_connect_rate =
             !json_object_get(l, "connect_rate") ||
-            get_uint(p, l, "limits", "connect_rate", 0, 10000000, &m->connect_rate);
-        get_uint(p, l, "limits", "connect_burst", 0, 100000000, &m->connect_burst);
+            conf_get_uint(p, l, "limits", "connect_rate", 0, 10000000, &m->connect_rate);
+        conf_get_uint(p, l, "limits", "connect_burst", 0, 100000000, &m->connect_burst);
         if (ok_connect_rate && m->connect_rate > 0 && m->connect_burst < 1)
-                problem(p, "limits.connect_burst",
+                conf_problem(p, "limits.connect_burst",
                         "must be at least 1 when limits.connect_rate is not 0");
-        get_duration(p, l, "limits", "idle_timeout", 1, &m->idle_timeout);
-        get_duration(p, l, "limits", "read_timeout", 1, &m->read_timeout);
+        conf_get_duration(p, l, "limits", "idle_timeout", 1, &m->idle_timeout);
+        conf_get_duration(p, l, "limits", "read_timeout", 1, &m->read_timeout);
         bool has_per_id = json_object_get(l, "max_connections_per_identity");
-        bool ok_per_id = !has_per_id || get_uint(p, l, "limits", "max_connections_per_identity", 1,
+        bool ok_per_id = !has_per_id || conf_get_uint(p, l, "limits", "max_connections_per_identity", 1,
                                                  65536, &m->max_connections_per_identity);
         if (!has_per_id)
                 m->max_connections_per_identity = MAX(m->max_connections_per_uid / 4, 1);
         else if (ok_per_id && ok_per_uid &&
                  m->max_connections_per_identity > m->max_connections_per_uid)
-                problem(p, "limits.max_connections_per_identity",
+                conf_problem(p, "limits.max_connections_per_identity",
                         "%llu is more than limits.max_connections_per_uid (%llu)",
                         (unsigned long long) m->max_connections_per_identity,
                         (unsigned long long) m->max_connections_per_uid);
         if (ok_total && ok_per_uid && m->max_connections_per_uid > m->max_connections)
-                problem(p, "limits.max_connections_per_uid",
+                conf_problem(p, "limits.max_connections_per_uid",
                         "%llu is more than limits.max_connections (%llu)",
                         (unsigned long long) m->max_connections_per_uid,
                         (unsigned long long) m->max_connections);
         if (ok_rate && m->rate > 0 && m->burst < 1)
-                problem(p, "limits.burst", "must be at least 1 when limits.rate is not 0");
+                conf_problem(p, "limits.burst", "must be at least 1 when limits.rate is not 0");
+}
+
+const UpstreamConfig *config_find_upstream(const Config *c, const char *name)
+{
+        for (size_t i = 0; i < c->n_upstreams; i++)
+                if (strcmp(c->upstreams[i].name, name) == 0)
+                        return &c->upstreams[i];
+        return NULL;
+}
+
+bool rule_allows_upstream(const Rule *rule, const char *name)
+{
+        for (size_t i = 0; i < rule->n_upstreams; i++)
+                if (strcmp(rule->upstreams[i], name) == 0)
+                        return true;
+        return false;
 }
 
 uint64_t config_longest_ttl(const Config *c)
@@ -503,25 +294,25 @@ static void parse_keys(Problems *p, json_t *root, Config *c)
             .rsa_bits = 2048,
         };
         if (o) {
-                check_object(p, o, "keys", &ok);
+                conf_check_object(p, o, "keys", &ok);
                 if (ok) {
-                        check_unknown_keys(p, o, "keys",
+                        conf_check_unknown_keys(p, o, "keys",
                                            (const char *const[]){"rotation_period", "publish_ahead",
                                                                  "clock_skew", "retention",
                                                                  "rsa_bits", NULL});
-                        get_duration(p, o, "keys", "rotation_period", 1, &k->rotation_period);
-                        get_duration(p, o, "keys", "publish_ahead", 0, &k->publish_ahead);
-                        get_duration(p, o, "keys", "clock_skew", 0, &k->clock_skew);
-                        has_retention = get_duration(p, o, "keys", "retention", 0, &k->retention);
-                        if (get_uint(p, o, "keys", "rsa_bits", 2048, 4096, &bits)) {
+                        conf_get_duration(p, o, "keys", "rotation_period", 1, &k->rotation_period);
+                        conf_get_duration(p, o, "keys", "publish_ahead", 0, &k->publish_ahead);
+                        conf_get_duration(p, o, "keys", "clock_skew", 0, &k->clock_skew);
+                        has_retention = conf_get_duration(p, o, "keys", "retention", 0, &k->retention);
+                        if (conf_get_uint(p, o, "keys", "rsa_bits", 2048, 4096, &bits)) {
                                 if (bits % 1024 != 0)
-                                        problem(p, "keys.rsa_bits", "must be 2048, 3072 or 4096");
+                                        conf_problem(p, "keys.rsa_bits", "must be 2048, 3072 or 4096");
                                 k->rsa_bits = (unsigned) bits;
                         }
                 }
         }
         if (k->publish_ahead >= k->rotation_period)
-                problem(p, "keys.publish_ahead",
+                conf_problem(p, "keys.publish_ahead",
                         "%llus must be shorter than keys.rotation_period (%llus)",
                         (unsigned long long) k->publish_ahead,
                         (unsigned long long) k->rotation_period);
@@ -532,19 +323,10 @@ static void parse_keys(Problems *p, json_t *root, Config *c)
         if (!has_retention)
                 k->retention = need;
         else if (k->retention < need)
-                problem(p, "keys.retention",
+                conf_problem(p, "keys.retention",
                         "%llus is shorter than the longest token lifetime plus keys.clock_skew "
                         "(%llus): tokens would outlive the key that verifies them",
                         (unsigned long long) k->retention, (unsigned long long) need);
-}
-
-static bool rule_name_valid(const char *s)
-{
-        for (; *s; s++)
-                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
-                        return false;
-        return true;
 }
 
 static void parse_match(Problems *p, json_t *m, const char *path, RuleMatch *ret)
@@ -552,18 +334,18 @@ static void parse_match(Problems *p, json_t *m, const char *path, RuleMatch *ret
         bool ok;
         uint64_t u;
 
-        check_object(p, m, path, &ok);
+        conf_check_object(p, m, path, &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, m, path,
+        conf_check_unknown_keys(p, m, path,
                            (const char *const[]){"uid", "gid", "user", "group", "exe", "unit",
                                                  "cgroup", "container", NULL});
 
-        if (get_uint(p, m, path, "uid", 0, 4294967294u, &u)) {
+        if (conf_get_uint(p, m, path, "uid", 0, 4294967294u, &u)) {
                 ret->has_uid = true;
                 ret->uid = (uid_t) u;
         }
-        if (get_uint(p, m, path, "gid", 0, 4294967294u, &u)) {
+        if (conf_get_uint(p, m, path, "gid", 0, 4294967294u, &u)) {
                 ret->has_gid = true;
                 ret->gid = (gid_t) u;
         }
@@ -571,31 +353,31 @@ static void parse_match(Problems *p, json_t *m, const char *path, RuleMatch *ret
         char kp[256];
         /* Names are resolved now: a rule naming a user that does not exist is a mistake the
          * operator should hear about at --check, not a rule that silently never matches. */
-        if (get_string(p, m, path, "user", false, 256, &ret->user)) {
+        if (conf_get_string(p, m, path, "user", false, 256, &ret->user)) {
                 struct passwd pw, *res = NULL;
                 char buf[4096];
-                join_path(kp, sizeof(kp), path, "user");
+                conf_join_path(kp, sizeof(kp), path, "user");
                 if (getpwnam_r(ret->user, &pw, buf, sizeof(buf), &res) != 0 || !res)
-                        problem(p, kp, "no such user \"%s\"", ret->user);
+                        conf_problem(p, kp, "no such user \"%s\"", ret->user);
                 else {
                         ret->has_user = true;
                         ret->user_uid = res->pw_uid;
                 }
         }
-        if (get_string(p, m, path, "group", false, 256, &ret->group)) {
+        if (conf_get_string(p, m, path, "group", false, 256, &ret->group)) {
                 struct group gr, *res = NULL;
                 char buf[16384];
-                join_path(kp, sizeof(kp), path, "group");
+                conf_join_path(kp, sizeof(kp), path, "group");
                 if (getgrnam_r(ret->group, &gr, buf, sizeof(buf), &res) != 0 || !res)
-                        problem(p, kp, "no such group \"%s\"", ret->group);
+                        conf_problem(p, kp, "no such group \"%s\"", ret->group);
                 else {
                         ret->has_group = true;
                         ret->group_gid = res->gr_gid;
                 }
         }
-        if (get_string(p, m, path, "exe", false, PATTERN_MAX, &ret->exe) && ret->exe[0] != '/') {
-                join_path(kp, sizeof(kp), path, "exe");
-                problem(p, kp, "must be an absolute path or glob, got \"%s\"", ret->exe);
+        if (conf_get_string(p, m, path, "exe", false, PATTERN_MAX, &ret->exe) && ret->exe[0] != '/') {
+                conf_join_path(kp, sizeof(kp), path, "exe");
+                conf_problem(p, kp, "must be an absolute path or glob, got \"%s\"", ret->exe);
         }
         /* Anyone may run the program at a path and make it run their own code (LD_PRELOAD,
          * ptrace of their own process): exe says which file runs, never who runs it. A pin
@@ -603,77 +385,23 @@ static void parse_match(Problems *p, json_t *m, const char *path, RuleMatch *ret
         if (ret->exe && !json_object_get(m, "uid") && !json_object_get(m, "user") &&
             !json_object_get(m, "gid") && !json_object_get(m, "group") &&
             !json_object_get(m, "unit")) {
-                join_path(kp, sizeof(kp), path, "exe");
-                problem(p, kp,
+                conf_join_path(kp, sizeof(kp), path, "exe");
+                conf_problem(p, kp,
                         "needs uid, user, gid, group or unit in the same match: any user can run "
                         "the program at this path and make it run code of their own "
                         "(LD_PRELOAD, ptrace), so exe alone identifies no one");
         }
-        get_string(p, m, path, "unit", false, 256, &ret->unit);
-        if (get_string(p, m, path, "cgroup", false, PATTERN_MAX, &ret->cgroup) &&
+        conf_get_string(p, m, path, "unit", false, 256, &ret->unit);
+        if (conf_get_string(p, m, path, "cgroup", false, PATTERN_MAX, &ret->cgroup) &&
             ret->cgroup[0] != '/') {
-                join_path(kp, sizeof(kp), path, "cgroup");
-                problem(p, kp, "must start with '/', got \"%s\"", ret->cgroup);
+                conf_join_path(kp, sizeof(kp), path, "cgroup");
+                conf_problem(p, kp, "must start with '/', got \"%s\"", ret->cgroup);
         }
-        if (get_string(p, m, path, "container", false, 256, &ret->container) &&
+        if (conf_get_string(p, m, path, "container", false, 256, &ret->container) &&
             !strchr(ret->container, ':')) {
-                join_path(kp, sizeof(kp), path, "container");
-                problem(p, kp, "expected RUNTIME:ID (glob allowed, e.g. \"docker:*\"), got \"%s\"",
+                conf_join_path(kp, sizeof(kp), path, "container");
+                conf_problem(p, kp, "expected RUNTIME:ID (glob allowed, e.g. \"docker:*\"), got \"%s\"",
                         ret->container);
-        }
-}
-
-/* An array of strings, each checked by `valid` (NULL: any non-empty string). */
-static void parse_string_array(Problems *p, json_t *obj, const char *parent, const char *key,
-                               bool required, bool nonempty, size_t max_len,
-                               bool (*valid)(const char *), const char *what, char ***ret,
-                               size_t *ret_n)
-{
-        char kp[256];
-        json_t *a = member(p, obj, parent, key, required);
-        size_t i;
-        json_t *v;
-
-        if (!a)
-                return;
-        join_path(kp, sizeof(kp), parent, key);
-        if (!json_is_array(a)) {
-                problem(p, kp, "expected array, got %s", json_type_name(a));
-                return;
-        }
-        if (nonempty && json_array_size(a) == 0) {
-                problem(p, kp, "must list at least one %s", what);
-                return;
-        }
-        *ret = calloc(json_array_size(a) + 1, sizeof(char *));
-        if (!*ret) {
-                p->oom = true;
-                return;
-        }
-        json_array_foreach (a, i, v) {
-                char ip[300];
-                snprintf(ip, sizeof(ip), "%s[%zu]", kp, i);
-                if (!json_is_string(v)) {
-                        problem(p, ip, "expected string, got %s", json_type_name(v));
-                        continue;
-                }
-                const char *s = json_string_value(v);
-                if (json_string_length(v) == 0 || json_string_length(v) > max_len ||
-                    strlen(s) != json_string_length(v) || has_control_chars(s)) {
-                        problem(p, ip, "must be 1 to %zu bytes without control characters",
-                                max_len);
-                        continue;
-                }
-                if (valid && !valid(s)) {
-                        problem(p, ip, "\"%s\" is not a valid %s", s, what);
-                        continue;
-                }
-                (*ret)[(*ret_n)] = strdup(s);
-                if (!(*ret)[*ret_n]) {
-                        p->oom = true;
-                        return;
-                }
-                (*ret_n)++;
         }
 }
 
@@ -683,53 +411,64 @@ static void parse_rule(Problems *p, json_t *r, size_t idx, const Config *c, Rule
         bool ok;
 
         snprintf(path, sizeof(path), "rules[%zu]", idx);
-        check_object(p, r, path, &ok);
+        conf_check_object(p, r, path, &ok);
         if (!ok)
                 return;
-        check_unknown_keys(p, r, path,
+        conf_check_unknown_keys(p, r, path,
                            (const char *const[]){"name", "match", "subject", "audiences", "scopes",
-                                                 "max_ttl", "alg", NULL});
+                                                 "max_ttl", "alg", "upstreams", NULL});
 
-        if (get_string(p, r, path, "name", true, RULE_NAME_MAX, &ret->name) &&
-            !rule_name_valid(ret->name)) {
-                join_path(kp, sizeof(kp), path, "name");
-                problem(p, kp, "\"%s\" may only use letters, digits, '.', '_' and '-'", ret->name);
+        if (conf_get_string(p, r, path, "name", true, BROKER_NAME_MAX, &ret->name) &&
+            !broker_name_valid(ret->name)) {
+                conf_join_path(kp, sizeof(kp), path, "name");
+                conf_problem(p, kp, "\"%s\" may only use letters, digits, '.', '_' and '-'", ret->name);
         }
 
         json_t *m = json_object_get(r, "match");
         if (m) {
-                join_path(kp, sizeof(kp), path, "match");
+                conf_join_path(kp, sizeof(kp), path, "match");
                 parse_match(p, m, kp, &ret->match);
         }
 
-        if (get_string(p, r, path, "subject", true, SUBJECT_MAX, &ret->subject) &&
+        if (conf_get_string(p, r, path, "subject", true, SUBJECT_MAX, &ret->subject) &&
             subject_template_check(ret->subject, err, sizeof(err)) < 0) {
-                join_path(kp, sizeof(kp), path, "subject");
-                problem(p, kp, "%s", err);
+                conf_join_path(kp, sizeof(kp), path, "subject");
+                conf_problem(p, kp, "%s", err);
         }
 
-        parse_string_array(
-            p, r, path, "audiences", true, true, AUDIENCE_MAX, audience_pattern_valid,
+        /* A rule for upstreams only may list no audience of the broker's own. */
+        conf_string_array(
+            p, r, path, "audiences", true, !json_object_get(r, "upstreams"), AUDIENCE_MAX,
+            audience_pattern_valid,
             "audience (a '*' must be a whole DNS label, as in https://*.example.com)",
             &ret->audiences, &ret->n_audiences);
-        parse_string_array(p, r, path, "scopes", false, false, SCOPE_MAX, scope_token_valid,
+        conf_string_array(p, r, path, "scopes", false, false, SCOPE_MAX, scope_token_valid,
                            "scope", &ret->scopes, &ret->n_scopes);
+        conf_string_array(p, r, path, "upstreams", false, true, BROKER_NAME_MAX,
+                          broker_name_valid, "upstream name", &ret->upstreams,
+                          &ret->n_upstreams);
+        for (size_t i = 0; i < ret->n_upstreams; i++)
+                if (!config_find_upstream(c, ret->upstreams[i])) {
+                        snprintf(kp, sizeof(kp), "%s.upstreams[%zu]", path, i);
+                        conf_problem(p, kp, "no upstream named \"%s\" in upstreams",
+                                     ret->upstreams[i]);
+                }
 
         ret->max_ttl = c->max_ttl;
-        if (get_duration(p, r, path, "max_ttl", 1, &ret->max_ttl) && ret->max_ttl > c->max_ttl) {
-                join_path(kp, sizeof(kp), path, "max_ttl");
-                problem(p, kp, "%llus is longer than tokens.max_ttl (%llus)",
+        if (conf_get_duration(p, r, path, "max_ttl", 1, &ret->max_ttl) && ret->max_ttl > c->max_ttl) {
+                conf_join_path(kp, sizeof(kp), path, "max_ttl");
+                conf_problem(p, kp, "%llus is longer than tokens.max_ttl (%llus)",
                         (unsigned long long) ret->max_ttl, (unsigned long long) c->max_ttl);
         }
 
         ret->alg = ALG_EDDSA;
         json_t *a = json_object_get(r, "alg");
         if (a) {
-                join_path(kp, sizeof(kp), path, "alg");
+                conf_join_path(kp, sizeof(kp), path, "alg");
                 if (!json_is_string(a))
-                        problem(p, kp, "expected string, got %s", json_type_name(a));
+                        conf_problem(p, kp, "expected string, got %s", conf_type_name(a));
                 else if (alg_from_string(json_string_value(a)) < 0)
-                        problem(p, kp,
+                        conf_problem(p, kp,
                                 "unsupported algorithm \"%s\" (supported: EdDSA, ES256, RS256)",
                                 json_string_value(a));
                 else
@@ -739,18 +478,18 @@ static void parse_rule(Problems *p, json_t *r, size_t idx, const Config *c, Rule
 
 static void parse_rules(Problems *p, json_t *root, Config *c)
 {
-        json_t *a = member(p, root, "", "rules", true);
+        json_t *a = conf_member(p, root, "", "rules", true);
         size_t i;
         json_t *v;
 
         if (!a)
                 return;
         if (!json_is_array(a)) {
-                problem(p, "rules", "expected array, got %s", json_type_name(a));
+                conf_problem(p, "rules", "expected array, got %s", conf_type_name(a));
                 return;
         }
         if (json_array_size(a) > RULES_MAX) {
-                problem(p, "rules", "more than %u rules", RULES_MAX);
+                conf_problem(p, "rules", "more than %u rules", RULES_MAX);
                 return;
         }
         c->rules = calloc(json_array_size(a) + 1, sizeof(Rule));
@@ -768,7 +507,7 @@ static void parse_rules(Problems *p, json_t *root, Config *c)
                             strcmp(c->rules[x].name, c->rules[y].name) == 0) {
                                 char kp[64];
                                 snprintf(kp, sizeof(kp), "rules[%zu].name", x);
-                                problem(p, kp, "\"%s\" is already the name of rules[%zu]",
+                                conf_problem(p, kp, "\"%s\" is already the name of rules[%zu]",
                                         c->rules[x].name, y);
                         }
 }
@@ -777,14 +516,14 @@ static void parse_issuer(Problems *p, json_t *root, Config *c)
 {
         /* OIDC discovery needs an https URL without query or fragment; a trailing '/' would
          * make "<issuer>/.well-known/..." ambiguous for relying parties. */
-        if (!get_string(p, root, "", "issuer", true, 1024, &c->issuer))
+        if (!conf_get_string(p, root, "", "issuer", true, 1024, &c->issuer))
                 return;
         if (strncmp(c->issuer, "https://", 8) != 0 || strlen(c->issuer) <= 8)
-                problem(p, "issuer", "must be an https:// URL, got \"%s\"", c->issuer);
+                conf_problem(p, "issuer", "must be an https:// URL, got \"%s\"", c->issuer);
         else if (strpbrk(c->issuer, "?# "))
-                problem(p, "issuer", "must not contain a query, fragment or space");
+                conf_problem(p, "issuer", "must not contain a query, fragment or space");
         else if (c->issuer[strlen(c->issuer) - 1] == '/')
-                problem(p, "issuer", "must not end with '/'");
+                conf_problem(p, "issuer", "must not end with '/'");
 }
 
 int config_parse_text(const char *text, size_t len, const char *origin, Config **ret,
@@ -806,27 +545,30 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
         if (!root) {
                 char where[64];
                 snprintf(where, sizeof(where), "line %d column %d", jerr.line, jerr.column);
-                problem(&p, where, "invalid JSON: %s", jerr.text);
+                conf_problem(&p, where, "invalid JSON: %s", jerr.text);
         } else if (!json_is_object(root)) {
-                problem(&p, "(top level)", "expected object, got %s", json_type_name(root));
+                conf_problem(&p, "(top level)", "expected object, got %s", conf_type_name(root));
         } else {
-                check_unknown_keys(&p, root, "",
+                conf_check_unknown_keys(&p, root, "",
                                    (const char *const[]){"issuer", "listen", "state_directory",
                                                          "audit", "tokens", "rules", "limits",
                                                          "keys", "master_key_file",
-                                                         "publish_directory", NULL});
+                                                         "publish_directory", "upstreams",
+                                                         NULL});
                 parse_issuer(&p, root, c);
                 parse_listen(&p, root, c);
-                get_path(&p, root, "", "state_directory", PATH_MAX, &c->state_directory);
+                conf_get_path(&p, root, "", "state_directory", PATH_MAX, &c->state_directory);
                 parse_audit(&p, root, c);
                 parse_tokens(&p, root, c);
                 parse_limits(&p, root, c);
+                /* before the rules, which name upstreams */
+                upstream_config_parse(&p, root, &c->upstreams, &c->n_upstreams);
                 parse_rules(&p, root, c);
                 parse_keys(&p, root, c);
                 if (json_object_get(root, "master_key_file"))
-                        get_path(&p, root, "", "master_key_file", PATH_MAX, &c->master_key_file);
+                        conf_get_path(&p, root, "", "master_key_file", PATH_MAX, &c->master_key_file);
                 if (json_object_get(root, "publish_directory"))
-                        get_path(&p, root, "", "publish_directory", PATH_MAX,
+                        conf_get_path(&p, root, "", "publish_directory", PATH_MAX,
                                  &c->publish_directory);
         }
 
@@ -858,7 +600,9 @@ static int unsafe_file(const char *why, char ***ret_errors)
 
 int config_load(const char *path, Config **ret, char ***ret_errors)
 {
+        _cleanup_(config_unrefp) Config *c = NULL;
         _cleanup_fclose_ FILE *f = NULL;
+        Problems p = {};
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
         char err[512];
@@ -884,7 +628,21 @@ int config_load(const char *path, Config **ret, char ***ret_errors)
                 return -EIO;
         if (n > CONFIG_FILE_MAX)
                 return -EFBIG;
-        return config_parse_text(buf, n, path, ret, ret_errors);
+        r = config_parse_text(buf, n, path, &c, ret_errors);
+        if (r < 0)
+                return r;
+        /* The files the configuration names that decide whom the broker trusts. */
+        upstream_config_check_files(&p, c->upstreams, c->n_upstreams);
+        if (p.oom) {
+                strv_free(p.lines);
+                return -ENOMEM;
+        }
+        if (p.n > 0) {
+                *ret_errors = p.lines;
+                return -EINVAL;
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
 }
 
 static void rule_done(Rule *r)
@@ -899,6 +657,7 @@ static void rule_done(Rule *r)
         free(r->subject);
         strv_free(r->audiences);
         strv_free(r->scopes);
+        strv_free(r->upstreams);
 }
 
 Config *config_ref(Config *c)
@@ -914,6 +673,7 @@ void config_unref(Config *c)
         for (size_t i = 0; i < c->n_rules; i++)
                 rule_done(&c->rules[i]);
         free(c->rules);
+        upstream_config_free(c->upstreams, c->n_upstreams);
         free(c->path);
         free(c->issuer);
         free(c->workload_socket);

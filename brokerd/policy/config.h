@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "keys/alg.h"
+#include "policy/upstream_config.h"
 
 typedef struct RuleMatch {
         bool has_uid, has_gid, has_user, has_group;
@@ -32,6 +33,8 @@ typedef struct Rule {
         size_t n_scopes;
         uint64_t max_ttl; /* seconds; the rule's own or the global one */
         Alg alg;
+        char **upstreams; /* names of the upstreams this rule's callers may use */
+        size_t n_upstreams;
 } Rule;
 
 typedef struct Limits {
@@ -92,6 +95,8 @@ typedef struct Config {
         char *publish_directory; /* NULL: JWKS and discovery are not written to files */
         Rule *rules;
         size_t n_rules;
+        UpstreamConfig *upstreams;
+        size_t n_upstreams;
 } Config;
 
 /* Parses JSON text. On failure returns -EINVAL and *ret_errors holds one line per problem
@@ -107,6 +112,11 @@ static inline void config_unrefp(Config **c)
         if (*c)
                 config_unref(*c);
 }
+
+/* The upstream of that name, or NULL. */
+const UpstreamConfig *config_find_upstream(const Config *c, const char *name);
+/* Whether `rule` lets its callers use the upstream `name`. */
+bool rule_allows_upstream(const Rule *rule, const char *name);
 
 /* The longest token lifetime any rule allows. */
 uint64_t config_longest_ttl(const Config *c);

@@ -16,6 +16,9 @@ static const char *const deny_reasons[_DENY_MAX] = {
     [DENY_SCOPE] = "scope_not_allowed",
     [DENY_SUBJECT] = "subject_unavailable",
     [DENY_IDENTITY] = "identity_unconfirmed",
+    [DENY_UPSTREAM] = "upstream_not_allowed",
+    [DENY_UPSTREAM_REFUSED] = "upstream_denied",
+    [DENY_UPSTREAM_UNAVAILABLE] = "upstream_unavailable",
 };
 
 const char *deny_reason_to_string(DenyReason r)
@@ -156,56 +159,81 @@ _printf_(3, 4) static void deny(Decision *d, DenyReason reason, const char *fmt,
         va_end(ap);
 }
 
+/* What every grant needs once the rule and the target agree: each scope asked for allowed by
+ * the rule, and the rule's subject rendered for this caller. Denies into *d, or fills
+ * d->subject; -ENOMEM. */
+static int decide_scopes_and_subject(const Identity *id, const char *const *scopes,
+                                     size_t n_scopes, Decision *d)
+{
+        const char *missing = NULL;
+        int r;
+
+        for (size_t i = 0; i < n_scopes; i++)
+                if (!scope_allowed(d->rule, scopes[i])) {
+                        deny(d, DENY_SCOPE, "scope \"%s\" is not allowed for this caller",
+                             scopes[i]);
+                        return 0;
+                }
+        r = subject_render(d->rule->subject, id, d->rule->name, &d->subject, &missing);
+        if (r == -E2BIG) {
+                deny(d, DENY_SUBJECT, "the subject for this caller would be longer than %u bytes",
+                     SUBJECT_MAX);
+                return 0;
+        }
+        if (r == -ENODATA) {
+                deny(d, DENY_SUBJECT, "the subject for this caller needs a {%s} it does not have",
+                     missing);
+                return 0;
+        }
+        return r;
+}
+
 int policy_decide(const Config *c, const Identity *id, const char *audience,
                   const char *const *scopes, size_t n_scopes, bool has_ttl, int64_t ttl,
                   Decision *ret)
 {
         Decision d = {};
-        const char *missing = NULL;
         int r;
 
         /* Messages name only what the caller asked for and which check failed, never another
          * rule's selectors, audiences or scopes. */
         d.rule = policy_find_rule(c, id);
-        if (!d.rule) {
+        if (!d.rule)
                 deny(&d, DENY_NO_RULE, "no rule matches this caller");
-                *ret = d;
-                return 0;
-        }
-        if (!audience_allowed(d.rule, audience)) {
+        else if (!audience_allowed(d.rule, audience))
                 deny(&d, DENY_AUDIENCE, "audience \"%s\" is not allowed for this caller", audience);
-                *ret = d;
-                return 0;
+        else {
+                r = decide_scopes_and_subject(id, scopes, n_scopes, &d);
+                if (r < 0)
+                        return r;
         }
-        for (size_t i = 0; i < n_scopes; i++)
-                if (!scope_allowed(d.rule, scopes[i])) {
-                        deny(&d, DENY_SCOPE, "scope \"%s\" is not allowed for this caller",
-                             scopes[i]);
-                        *ret = d;
-                        return 0;
-                }
-
-        r = subject_render(d.rule->subject, id, d.rule->name, &d.subject, &missing);
-        if (r == -E2BIG) {
-                deny(&d, DENY_SUBJECT, "the subject for this caller would be longer than %u bytes",
-                     SUBJECT_MAX);
-                *ret = d;
-                return 0;
-        }
-        if (r == -ENODATA) {
-                deny(&d, DENY_SUBJECT, "the subject for this caller needs a {%s} it does not have",
-                     missing);
-                *ret = d;
-                return 0;
-        }
-        if (r < 0)
-                return r;
-
         /* Clamp, never refuse: the response's expires_at tells the caller the real lifetime. */
-        d.ttl = has_ttl ? (uint64_t) ttl : c->default_ttl;
-        if (d.ttl > d.rule->max_ttl)
-                d.ttl = d.rule->max_ttl;
+        if (d.reason == DENY_NONE) {
+                d.ttl = has_ttl ? (uint64_t) ttl : c->default_ttl;
+                if (d.ttl > d.rule->max_ttl)
+                        d.ttl = d.rule->max_ttl;
+        }
+        *ret = d;
+        return 0;
+}
 
+int policy_decide_upstream(const Config *c, const Identity *id, const char *upstream,
+                           const char *const *scopes, size_t n_scopes, Decision *ret)
+{
+        Decision d = {};
+        int r;
+
+        d.rule = policy_find_rule(c, id);
+        if (!d.rule)
+                deny(&d, DENY_NO_RULE, "no rule matches this caller");
+        else if (!rule_allows_upstream(d.rule, upstream) || !config_find_upstream(c, upstream))
+                deny(&d, DENY_UPSTREAM, "upstream \"%s\" is not allowed for this caller",
+                     upstream);
+        else {
+                r = decide_scopes_and_subject(id, scopes, n_scopes, &d);
+                if (r < 0)
+                        return r;
+        }
         *ret = d;
         return 0;
 }

@@ -16,6 +16,9 @@ typedef enum DenyReason {
         DENY_SCOPE,
         DENY_SUBJECT,  /* the rule's subject needs a value this caller lacks */
         DENY_IDENTITY, /* the caller could not be identified (exited, PID namespace) */
+        DENY_UPSTREAM, /* the rule does not let the caller use this upstream */
+        DENY_UPSTREAM_REFUSED,     /* the upstream said no (an OAuth2 error) */
+        DENY_UPSTREAM_UNAVAILABLE, /* the upstream gave no usable answer */
         _DENY_MAX,
 } DenyReason;
 
@@ -49,5 +52,11 @@ const Rule *policy_find_rule(const Config *c, const Identity *id);
 int policy_decide(const Config *c, const Identity *id, const char *audience,
                   const char *const *scopes, size_t n_scopes, bool has_ttl, int64_t ttl,
                   Decision *ret);
+
+/* Decides a request for an upstream's token: the deciding rule must list the upstream (an
+ * unknown name is refused alike, so callers learn nothing about other rules' upstreams) and
+ * allow every scope asked for. ret->ttl is not used. */
+int policy_decide_upstream(const Config *c, const Identity *id, const char *upstream,
+                           const char *const *scopes, size_t n_scopes, Decision *ret);
 
 void decision_done(Decision *d);

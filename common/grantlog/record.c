@@ -154,28 +154,59 @@ json_t *grantlog_record_decision(const GrantlogDecision *d, int64_t time_ms)
                 for (size_t i = 0; scopes && i < d->n_scopes; i++)
                         r |= json_array_append_new(scopes, json_string(d->scopes[i]));
                 peer = json_incref(d->peer);
-                audience = json_string(d->audience);
+                audience = d->audience ? json_string(d->audience) : NULL;
         } else {
                 scopes = bounded_scopes(d->scopes, d->n_scopes);
                 peer = bounded_peer(d->peer);
-                audience = bounded_text(d->audience);
+                audience = d->audience ? bounded_text(d->audience) : NULL;
         }
         r |= json_object_set_new(rec, "scopes", scopes);
         r |= json_object_set_new(rec, "peer", peer);
-        r |= json_object_set_new(rec, "audience", audience);
+        /* an upstream's token has no audience of the broker's choosing */
+        if (d->audience)
+                r |= json_object_set_new(rec, "audience", audience);
+        if (d->upstream)
+                r |= json_object_set(rec, "upstream", d->upstream);
         if (d->rule)
                 r |= json_object_set_new(rec, "rule", json_string(d->rule));
         if (!d->granted)
                 r |= json_object_set_new(rec, "reason", json_string(d->reason));
         else {
                 r |= json_object_set_new(rec, "subject", json_string(d->subject));
-                r |= json_object_set_new(rec, "alg", json_string(d->alg));
-                r |= json_object_set_new(rec, "kid", json_string(d->kid));
-                r |= json_object_set_new(rec, "jti", json_string(d->jti));
+                if (d->alg)
+                        r |= json_object_set_new(rec, "alg", json_string(d->alg));
+                if (d->kid)
+                        r |= json_object_set_new(rec, "kid", json_string(d->kid));
+                if (d->jti)
+                        r |= json_object_set_new(rec, "jti", json_string(d->jti));
                 r |= json_object_set_new(rec, "expires_at", json_integer(d->expires_at));
                 r |= json_object_set_new(rec, "token_sha256", json_string(d->token_sha256));
         }
         return r == 0 ? TAKE_PTR(rec) : NULL;
+}
+
+json_t *grantlog_upstream_new(const GrantlogUpstream *u)
+{
+        _cleanup_(json_decrefp) json_t *o = json_pack("{s:s}", "name", u->name);
+        int r = 0;
+
+        if (!o)
+                return NULL;
+        if (u->kind)
+                r |= json_object_set_new(o, "kind", json_string(u->kind));
+        if (u->cache)
+                r |= json_object_set_new(o, "cache", json_string(u->cache));
+        if (u->http_status > 0)
+                r |= json_object_set_new(o, "http_status", json_integer(u->http_status));
+        if (u->request_id && u->request_id[0])
+                r |= json_object_set_new(o, "request_id", json_string(u->request_id));
+        if (u->expires_at > 0)
+                r |= json_object_set_new(o, "expires_at", json_integer(u->expires_at));
+        if (u->scope)
+                r |= json_object_set_new(o, "scope", json_string(u->scope));
+        if (u->error && u->error[0])
+                r |= json_object_set_new(o, "error", json_string(u->error));
+        return r == 0 ? TAKE_PTR(o) : NULL;
 }
 
 json_t *grantlog_record_deny_summary(const GrantlogDenySummary *s, int64_t time_ms)
@@ -200,7 +231,8 @@ bool grantlog_event_known(const char *event)
         static const char *const events[] = {
             "grant",           "deny",        "deny_summary", "started",      "stopped",
             "config_reloaded", "key_created", "key_rotated",  "key_retired",  "key_removed",
-            "key_revoked",     "audit_key",   "checkpoint",   "audit_pruned",
+            "key_revoked",     "audit_key",   "checkpoint",   "audit_pruned", "secret_set",
+            "secret_deleted",  "upstream_tested",
         };
 
         for (size_t i = 0; event && i < ELEMENTSOF(events); i++)

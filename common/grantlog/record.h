@@ -34,6 +34,22 @@ json_t *grantlog_peer_new(const GrantlogPeer *p, bool with_groups);
  * NULL): a lifecycle record (started, stopped, config_reloaded, key_*). */
 json_t *grantlog_record_new(const char *event, int64_t time_ms, json_t *fields);
 
+/* What a decision about an upstream's token records under "upstream" (README §Federation):
+ * never the token, never a secret. NULL strings, a 0 status and a 0 expiry are left out (a
+ * policy denial knows only the name). */
+typedef struct GrantlogUpstream {
+        const char *name;
+        const char *kind;       /* client_credentials, token_exchange, jwt_bearer */
+        const char *cache;      /* "hit" or "miss" */
+        long http_status;       /* of the exchange that obtained the token (or failed) */
+        const char *request_id; /* the request id header it carried */
+        int64_t expires_at;     /* the upstream token's expiry, unix seconds */
+        const char *scope;      /* the scope asked of the upstream */
+        const char *error;      /* the upstream's OAuth2 error code */
+} GrantlogUpstream;
+
+json_t *grantlog_upstream_new(const GrantlogUpstream *u);
+
 /* A token decision. `peer` is borrowed (it is shared by every record of a connection). */
 typedef struct GrantlogDecision {
         bool granted;
@@ -43,9 +59,10 @@ typedef struct GrantlogDecision {
         size_t n_scopes;
         const char *rule;   /* NULL: no rule matched */
         const char *reason; /* deny: why, a machine name ("no_matching_rule", ...) */
-        /* grant */
+        /* grant (alg, kid and jti only for the broker's own tokens) */
         const char *subject, *alg, *kid, *jti, *token_sha256;
         int64_t expires_at;
+        json_t *upstream; /* borrowed: grantlog_upstream_new(); NULL for the broker's own */
 } GrantlogDecision;
 
 /* A grant holds the request and the peer as they are (a rule allowed them). A denial is bounded
@@ -82,5 +99,6 @@ json_t *grantlog_record_deny_summary(const GrantlogDenySummary *s, int64_t time_
 /* The events a log records, as --event takes them. */
 #define GRANTLOG_EVENT_NAMES                                                                       \
         "grant, deny, deny_summary, started, stopped, config_reloaded, key_created, key_rotated, " \
-        "key_retired, key_removed, key_revoked, audit_key, checkpoint, audit_pruned"
+        "key_retired, key_removed, key_revoked, audit_key, checkpoint, audit_pruned, secret_set, " \
+        "secret_deleted, upstream_tested"
 bool grantlog_event_known(const char *event);

@@ -319,8 +319,9 @@ class Broker:
     # --- clients -------------------------------------------------------------------
 
     def ctl(self, *args, user=None, cgroup=None, prefix=None, env=None, socket_path=None,
-            timeout=30):
-        """Runs brokerctl against this broker. `user` is an as_user() prefix."""
+            timeout=30, input=None):
+        """Runs brokerctl against this broker. `user` is an as_user() prefix; `input` is
+        its stdin (none: /dev/null)."""
         cmd = [brokerctl_path()]
         if socket_path is not False:
             cmd += ["--socket", socket_path or self.workload]
@@ -335,10 +336,12 @@ class Broker:
         e.pop("BROKER_SOCKET", None)
         if env:
             e.update(env)
-        return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout,
+                              input=input if input is not None else "")
 
-    def admin_ctl(self, *args, user=None):
-        return self.ctl("--admin-socket", self.admin, *args, user=user, socket_path=False)
+    def admin_ctl(self, *args, user=None, input=None):
+        return self.ctl("--admin-socket", self.admin, *args, user=user, socket_path=False,
+                        input=input)
 
     def token(self, audience="https://api.test", scopes=(), ttl=None, **kw):
         args = ["token", "--audience", audience]

@@ -225,6 +225,247 @@ static Config *parse_ok(json_t *root)
         return c;
 }
 
+/* ---- upstreams ----------------------------------------------------------------------------- */
+
+/* minimal() with one upstream "cc" (client_credentials, a secret) that rule r may use. */
+static json_t *with_upstream(void)
+{
+        json_t *j = minimal();
+
+        put(j, "upstreams.cc",
+            json_pack("{s:s, s:s, s:s, s:s}", "kind", "client_credentials", "token_endpoint",
+                      "https://as.example.com/oauth2/token", "client_id", "broker",
+                      "client_secret", "cc-secret"));
+        put(j, "rules[0].upstreams", json_pack("[s]", "cc"));
+        return j;
+}
+
+static void test_upstream_defaults(void **state)
+{
+        Config *c = parse_ok(with_upstream());
+        const UpstreamConfig *u;
+
+        assert_int_equal(c->n_upstreams, 1);
+        u = config_find_upstream(c, "cc");
+        assert_non_null(u);
+        assert_null(config_find_upstream(c, "nope"));
+        assert_int_equal(u->kind, UPSTREAM_CLIENT_CREDENTIALS);
+        assert_string_equal(u->token_endpoint, "https://as.example.com/oauth2/token");
+        assert_string_equal(u->client_id, "broker");
+        assert_int_equal(u->client_auth, CLIENT_AUTH_SECRET_BASIC); /* a secret: Basic */
+        assert_string_equal(u->client_secret, "cc-secret");
+        assert_null(u->scope);
+        assert_null(u->audience);
+        assert_null(u->resource);
+        assert_null(u->ca_file);
+        assert_null(u->proxy);
+        assert_int_equal(u->timeout_ms, 10000);
+        assert_int_equal(u->connect_timeout_ms, 3000);
+        assert_int_equal(u->deadline_ms, 15000);
+        assert_int_equal(u->max_response_bytes, 65536);
+        assert_int_equal(u->refresh_ahead_ms, -1);
+        assert_int_equal(u->min_remaining_ms, 60000);
+        assert_int_equal(u->cache_max_entries, 1024);
+        assert_int_equal(u->breaker_failures, 5);
+        assert_int_equal(u->breaker_open_for_ms, 30000);
+        assert_string_equal(u->request_id_header, "X-Request-Id");
+        assert_int_equal(u->subject_token.alg, ALG_EDDSA);
+        assert_int_equal(u->subject_token.ttl, 60);
+        assert_true(rule_allows_upstream(&c->rules[0], "cc"));
+        assert_false(rule_allows_upstream(&c->rules[0], "other"));
+        config_unref(c);
+}
+
+static void test_upstream_every_key(void **state)
+{
+        json_t *j = minimal();
+        Config *c;
+        const UpstreamConfig *u;
+
+        put(j, "upstreams.tx",
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:s,"
+                      " s:i, s:s, s:i, s:s, s:s, s:i, s:{s:i, s:s}, s:s, s:s}",
+                      "kind", "token_exchange", "token_endpoint", "http://127.0.0.1:8080/token",
+                      "client_id", "broker", "client_auth", "private_key_jwt",
+                      "client_assertion_alg", "ES256", "scope", "read write", "audience",
+                      "https://api.example.com", "resource", "https://api.example.com/v1",
+                      "requested_token_type", "urn:ietf:params:oauth:token-type:access_token",
+                      "subject_token", "audience", "https://as.example.com", "alg", "RS256",
+                      "ttl", "2m", "ca_file", "/etc/ssl/certs/ca-certificates.crt", "timeout",
+                      "5s", "connect_timeout", 2, "deadline", "1m", "max_response_bytes", 4096,
+                      "refresh_ahead", "10m", "min_remaining", "30s", "cache_max_entries", 10,
+                      "circuit_breaker", "failures", 3, "open_for", "1m", "request_id_header",
+                      "X-Correlation-Id", "proxy", "http://proxy.internal:3128"));
+        put(j, "rules[0].upstreams", json_pack("[s]", "tx"));
+        put(j, "rules[0].audiences", json_array()); /* upstreams only: none of its own */
+        c = parse_ok(j);
+        u = config_find_upstream(c, "tx");
+        assert_non_null(u);
+        assert_int_equal(u->kind, UPSTREAM_TOKEN_EXCHANGE);
+        assert_int_equal(u->client_auth, CLIENT_AUTH_PRIVATE_KEY_JWT);
+        assert_int_equal(u->client_assertion_alg, ALG_ES256);
+        assert_null(u->client_secret);
+        assert_string_equal(u->scope, "read write");
+        assert_string_equal(u->audience, "https://api.example.com");
+        assert_string_equal(u->resource, "https://api.example.com/v1");
+        assert_string_equal(u->requested_token_type,
+                            "urn:ietf:params:oauth:token-type:access_token");
+        assert_string_equal(u->subject_token.audience, "https://as.example.com");
+        assert_int_equal(u->subject_token.alg, ALG_RS256);
+        assert_int_equal(u->subject_token.ttl, 120);
+        assert_string_equal(u->ca_file, "/etc/ssl/certs/ca-certificates.crt");
+        assert_int_equal(u->timeout_ms, 5000);
+        assert_int_equal(u->connect_timeout_ms, 2000);
+        assert_int_equal(u->deadline_ms, 60000);
+        assert_int_equal(u->max_response_bytes, 4096);
+        assert_int_equal(u->refresh_ahead_ms, 600000);
+        assert_int_equal(u->min_remaining_ms, 30000);
+        assert_int_equal(u->cache_max_entries, 10);
+        assert_int_equal(u->breaker_failures, 3);
+        assert_int_equal(u->breaker_open_for_ms, 60000);
+        assert_string_equal(u->request_id_header, "X-Correlation-Id");
+        assert_string_equal(u->proxy, "http://proxy.internal:3128");
+        assert_int_equal(c->rules[0].n_audiences, 0);
+        config_unref(c);
+}
+
+static void test_upstream_endpoints(void **state)
+{
+        static const char *const good[] = {
+            "https://as.example.com/token", "https://as.example.com:8443/t?tenant=x",
+            "http://127.0.0.1:8080/token",  "http://127.1.2.3/token",
+            "http://[::1]:9000/token",
+        };
+        static const char *const bad[] = {
+            "http://localhost/token",  /* a name may resolve anywhere */
+            "http://10.0.0.1/token",   "http://[::2]/token",
+            "ftp://as.example.com/t",  "https://user:pw@as.example.com/token",
+            "https://as.example.com/t#frag", "not a url",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                json_t *j = with_upstream();
+                put(j, "upstreams.cc.token_endpoint", json_string(good[i]));
+                config_unref(parse_ok(j));
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                json_t *j = with_upstream();
+                put(j, "upstreams.cc.token_endpoint", json_string(bad[i]));
+                expect_error(j, "upstreams.cc.token_endpoint: ");
+        }
+}
+
+static void test_upstream_client_auth(void **state)
+{
+        json_t *j = with_upstream();
+
+        /* post: the secret in the form; none: needs a JWT grant */
+        put(j, "upstreams.cc.client_auth", json_string("client_secret_post"));
+        Config *c = parse_ok(j);
+        assert_int_equal(config_find_upstream(c, "cc")->client_auth, CLIENT_AUTH_SECRET_POST);
+        config_unref(c);
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_secret", NULL);
+        expect_error(j, "upstreams.cc.client_auth: client_credentials needs client authentication");
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_auth", json_string("client_secret_basic"));
+        put(j, "upstreams.cc.client_secret", NULL);
+        expect_errors(j, (const char *const[]){
+                             "upstreams.cc.client_auth: client_secret_basic needs client_secret",
+                             NULL});
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_auth", json_string("private_key_jwt"));
+        expect_error(j, "upstreams.cc.client_auth: private_key_jwt sends no client_secret");
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_auth", json_string("private_key_jwt"));
+        put(j, "upstreams.cc.client_secret", NULL);
+        put(j, "upstreams.cc.client_id", NULL);
+        expect_error(j, "upstreams.cc.client_auth: private_key_jwt needs client_id");
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_auth", json_string("mutual_tls"));
+        expect_error(j, "upstreams.cc.client_auth: unknown value \"mutual_tls\"");
+
+        j = with_upstream();
+        put(j, "upstreams.cc.client_assertion_alg", json_string("ES256"));
+        expect_error(j, "upstreams.cc.client_assertion_alg: only with client_auth private_key_jwt");
+
+        /* the secret is named, never given: a value with a space is no name */
+        j = with_upstream();
+        put(j, "upstreams.cc.client_secret", json_string("s3cr3t value!"));
+        expect_error(j, "upstreams.cc.client_secret: \"s3cr3t value!\" is not a secret name");
+
+        /* a public client of a JWT grant */
+        j = with_upstream();
+        put(j, "upstreams.cc.kind", json_string("jwt_bearer"));
+        put(j, "upstreams.cc.client_secret", NULL);
+        put(j, "upstreams.cc.client_id", NULL);
+        c = parse_ok(j);
+        assert_int_equal(config_find_upstream(c, "cc")->client_auth, CLIENT_AUTH_NONE);
+        assert_null(config_find_upstream(c, "cc")->client_id);
+        config_unref(c);
+}
+
+static void test_upstream_problems_one_pass(void **state)
+{
+        json_t *j = with_upstream();
+
+        put(j, "upstreams.cc.kind", json_string("password"));
+        put(j, "upstreams.cc.token_endpoint", json_string("http://as.example.com/token"));
+        put(j, "upstreams.cc.subject_token", json_pack("{s:s}", "alg", "HS256"));
+        put(j, "upstreams.cc.requested_token_type", json_string("urn:x"));
+        put(j, "upstreams.cc.scope", json_string("read  write"));
+        put(j, "upstreams.cc.timeout", json_string("1s"));
+        put(j, "upstreams.cc.connect_timeout", json_string("2s"));
+        put(j, "upstreams.cc.max_response_bytes", json_integer(10));
+        put(j, "upstreams.cc.cache_max_entries", json_integer(0));
+        put(j, "upstreams.cc.circuit_breaker", json_pack("{s:i, s:b}", "failures", 0, "x", 1));
+        put(j, "upstreams.cc.request_id_header", json_string("X Request"));
+        put(j, "upstreams.cc.bogus", json_true());
+        put(j, "upstreams.bad name", json_pack("{s:s, s:s}", "kind", "jwt_bearer",
+                                                "token_endpoint", "https://a.example/t"));
+        put(j, "rules[0].upstreams", json_pack("[s, s]", "cc", "missing"));
+        expect_errors(
+            j, (const char *const[]){
+                   "upstreams.cc.kind: unknown value \"password\"",
+                   "upstreams.cc.token_endpoint: must be an https:// URL",
+                   /* kind fell back to client_credentials: no broker JWT to describe */
+                   "upstreams.cc.subject_token: only for token_exchange and jwt_bearer",
+                   "upstreams.cc.requested_token_type: only for token_exchange",
+                   "upstreams.cc.scope: scopes must be separated by single spaces",
+                   "upstreams.cc.connect_timeout: is longer than timeout",
+                   "upstreams.cc.max_response_bytes: must be between 1024",
+                   "upstreams.cc.cache_max_entries: must be between 1",
+                   "upstreams.cc.circuit_breaker.x: unknown key",
+                   "upstreams.cc.circuit_breaker.failures: must be between 1",
+                   "upstreams.cc.request_id_header: \"X Request\" is not a valid HTTP header",
+                   "upstreams.cc.bogus: unknown key",
+                   "upstreams.bad name: the name may only use",
+                   "rules[0].upstreams[1]: no upstream named \"missing\"", NULL});
+}
+
+static void test_upstream_rules(void **state)
+{
+        json_t *j = minimal();
+
+        /* a rule without upstreams still needs an audience of its own */
+        put(j, "rules[0].audiences", json_array());
+        expect_error(j, "rules[0].audiences: must list at least one");
+
+        j = with_upstream();
+        put(j, "rules[0].upstreams", json_array());
+        expect_error(j, "rules[0].upstreams: must list at least one");
+
+        j = with_upstream();
+        put(j, "upstreams", json_array());
+        put(j, "rules[0].upstreams", NULL);
+        expect_error(j, "upstreams: expected object, got array");
+}
+
 /* ---- valid configs ---------------------------------------------------------------------- */
 
 static void test_full_config(void **state)
@@ -1284,6 +1525,12 @@ int main(void)
             cmocka_unit_test(test_multiple_problems_one_pass),
             cmocka_unit_test(test_no_follow_on_problems),
             cmocka_unit_test(test_restart_only_change),
+            cmocka_unit_test(test_upstream_defaults),
+            cmocka_unit_test(test_upstream_every_key),
+            cmocka_unit_test(test_upstream_endpoints),
+            cmocka_unit_test(test_upstream_client_auth),
+            cmocka_unit_test(test_upstream_problems_one_pass),
+            cmocka_unit_test(test_upstream_rules),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

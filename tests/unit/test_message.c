@@ -790,6 +790,11 @@ static void test_accept_each_op(void **state)
             {"{\"op\":\"revoke\",\"kid\":\"abc-_XYZ019\"}", A, OP_REVOKE},
             {"{\"op\":\"ping\"}", W | A, OP_PING},
             {"{\"op\":\"status\"}", W | A, OP_STATUS},
+            {"{\"op\":\"token\",\"upstream\":\"vertex\"}", W, OP_TOKEN},
+            {"{\"op\":\"secret_set\",\"name\":\"s\",\"value\":\"v\"}", A, OP_SECRET_SET},
+            {"{\"op\":\"secret_list\"}", A, OP_SECRET_LIST},
+            {"{\"op\":\"secret_delete\",\"name\":\"s\"}", A, OP_SECRET_DELETE},
+            {"{\"op\":\"upstream_test\",\"upstream\":\"u\"}", A, OP_UPSTREAM_TEST},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -882,10 +887,153 @@ static void test_scope_token_valid_every_byte(void **state)
         assert_true(scope_token_valid("x"));
 }
 
+/* ---- upstream tokens and secrets ---- */
+
+static void test_accept_upstream_token(void **state)
+{
+        Request req = {};
+
+        accept("{\"op\":\"token\",\"upstream\":\"vertex.ai-prod_2\",\"scopes\":[\"b\",\"a\"]}", W,
+               &req);
+        assert_string_equal(req.upstream, "vertex.ai-prod_2");
+        assert_null(req.audience);
+        assert_false(req.has_ttl);
+        assert_int_equal(req.n_scopes, 2);
+        assert_string_equal(req.scopes[0], "b");
+        request_done(&req);
+}
+
+static void test_reject_upstream_token(void **state)
+{
+        _cleanup_free_ char *long_name = repeat('u', BROKER_NAME_MAX + 1);
+        _cleanup_free_ char *body = NULL;
+
+        REJECT("{\"op\":\"token\",\"upstream\":3}", "upstream: expected string");
+        REJECT("{\"op\":\"token\",\"upstream\":\"\"}", "upstream: must not be empty");
+        REJECT("{\"op\":\"token\",\"upstream\":\"a b\"}",
+               "upstream: may only use letters, digits, '.', '_' and '-'");
+        REJECT("{\"op\":\"token\",\"upstream\":\"../x\"}",
+               "upstream: may only use letters, digits, '.', '_' and '-'");
+        body = xstrdup_printf("{\"op\":\"token\",\"upstream\":\"%s\"}", long_name);
+        REJECT(body, "upstream: longer than 64 bytes");
+        REJECT_PREFIX("{\"op\":\"token\",\"upstream\":\"u\",\"audience\":\"a\"}",
+                      "audience: not used with upstream");
+        REJECT_PREFIX("{\"op\":\"token\",\"upstream\":\"u\",\"ttl\":60}",
+                      "ttl: not used with upstream");
+        REJECT("{\"op\":\"token\",\"upstream\":\"u\",\"scopes\":[\"a\",\"a\"]}",
+               "scopes[1]: duplicate of scopes[0]");
+        REJECT("{\"op\":\"token\",\"upstream\":\"u\",\"scope\":\"a\"}", "scope: unknown field");
+        /* admin ops are unknown on the workload socket, and the reverse */
+        REJECT("{\"op\":\"secret_list\"}", "op: unknown op \"secret_list\"");
+        REJECT_SET("{\"op\":\"token\",\"upstream\":\"u\"}", A, "op: unknown op \"token\"");
+}
+
+static void test_secret_ops(void **state)
+{
+        _cleanup_free_ char *big = repeat('v', SECRET_VALUE_MAX);
+        _cleanup_free_ char *too_big = repeat('v', SECRET_VALUE_MAX + 1);
+        _cleanup_free_ char *ok_body = NULL, *big_body = NULL;
+        Request req = {};
+
+        accept("{\"op\":\"secret_set\",\"name\":\"vertex-client\",\"value\":\"p@ss w0rd\"}", A,
+               &req);
+        assert_string_equal(req.name, "vertex-client");
+        assert_string_equal(req.value, "p@ss w0rd");
+        request_done(&req);
+        ok_body = xstrdup_printf("{\"op\":\"secret_set\",\"name\":\"n\",\"value\":\"%s\"}", big);
+        accept_free(ok_body, A);
+        big_body = xstrdup_printf("{\"op\":\"secret_set\",\"name\":\"n\",\"value\":\"%s\"}",
+                                  too_big);
+        check_reject(big_body, strlen(big_body), A, "value: longer than 8192 bytes", false, NULL);
+
+        REJECT_SET("{\"op\":\"secret_set\",\"name\":\"n\"}", A, "value: missing");
+        REJECT_SET("{\"op\":\"secret_set\",\"name\":\"n\",\"value\":\"\"}", A,
+                   "value: must not be empty");
+        /* where, never what: the value is not echoed */
+        REJECT_SET("{\"op\":\"secret_set\",\"name\":\"n\",\"value\":\"ab\\ncd\"}", A,
+                   "value: control character at byte 2");
+        REJECT_SET("{\"op\":\"secret_set\",\"name\":\"a/b\",\"value\":\"v\"}", A,
+                   "name: may only use letters, digits, '.', '_' and '-'");
+        REJECT_SET("{\"op\":\"secret_delete\"}", A, "name: missing");
+        REJECT_SET("{\"op\":\"secret_delete\",\"name\":\"n\",\"value\":\"v\"}", A,
+                   "value: unknown field");
+        REJECT_SET("{\"op\":\"secret_list\",\"name\":\"n\"}", A, "name: unknown field");
+        REJECT_SET("{\"op\":\"upstream_test\"}", A, "upstream: missing");
+}
+
+static void test_broker_name_valid(void **state)
+{
+        _cleanup_free_ char *max = repeat('a', BROKER_NAME_MAX);
+        _cleanup_free_ char *over = repeat('a', BROKER_NAME_MAX + 1);
+
+        assert_true(broker_name_valid("a"));
+        assert_true(broker_name_valid("Az09._-"));
+        assert_true(broker_name_valid(max));
+        assert_false(broker_name_valid(over));
+        assert_false(broker_name_valid(""));
+        assert_false(broker_name_valid(NULL));
+        assert_false(broker_name_valid("a b"));
+        assert_false(broker_name_valid("a/b"));
+        assert_false(broker_name_valid("\xc3\xa9"));
+}
+
+static void test_upstream_token_response(void **state)
+{
+        static const char ok[] = "{\"ok\":true,\"access_token\":\"at\",\"token_type\":\"Bearer\","
+                                 "\"expires_at\":1700000000,\"scope\":\"read\"}";
+        static const char err_body[] =
+            "{\"ok\":false,\"error\":{\"code\":\"denied\",\"message\":\"m\","
+            "\"upstream_error\":\"invalid_client\"}}";
+        UpstreamTokenResponse t;
+        Response r = {};
+        char err[256];
+
+        assert_int_equal(response_parse(ok, strlen(ok), &r, err, sizeof(err)), 0);
+        assert_int_equal(response_get_upstream_token(&r, &t, err, sizeof(err)), 0);
+        assert_string_equal(t.access_token, "at");
+        assert_string_equal(t.token_type, "Bearer");
+        assert_int_equal(t.expires_at, 1700000000);
+        assert_string_equal(t.scope, "read");
+        assert_null(t.issued_token_type);
+        assert_null(r.upstream_error);
+        response_done(&r);
+
+        assert_int_equal(response_parse(err_body, strlen(err_body), &r, err, sizeof(err)), 0);
+        assert_false(r.ok);
+        assert_int_equal(r.code, BROKER_ERR_DENIED);
+        assert_string_equal(r.upstream_error, "invalid_client");
+        assert_int_equal(response_get_upstream_token(&r, &t, err, sizeof(err)), -EINVAL);
+        response_done(&r);
+
+        static const char bad[] = "{\"ok\":true,\"access_token\":\"at\",\"expires_at\":1}";
+        assert_int_equal(response_parse(bad, strlen(bad), &r, err, sizeof(err)), 0);
+        assert_int_equal(response_get_upstream_token(&r, &t, err, sizeof(err)), -EBADMSG);
+        assert_string_equal(err, "token_type: missing");
+        response_done(&r);
+
+        static const char bad_ue[] = "{\"ok\":false,\"error\":{\"code\":\"denied\",\"message\":"
+                                     "\"m\",\"upstream_error\":3}}";
+        assert_int_equal(response_parse(bad_ue, strlen(bad_ue), &r, err, sizeof(err)), -EBADMSG);
+        assert_string_equal(err, "error.upstream_error: expected string");
+
+        /* built by the daemon */
+        json_t *resp = response_new_error(BROKER_ERR_DENIED, "no", NULL);
+        assert_int_equal(response_error_set_upstream(resp, "invalid_grant"), 0);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(resp, "error"), "upstream_error")),
+            "invalid_grant");
+        json_decref(resp);
+        resp = response_new_ok(NULL);
+        assert_int_equal(response_error_set_upstream(resp, "x"), -EINVAL);
+        json_decref(resp);
+}
+
 static void test_op_to_string(void **state)
 {
-        const char *names[] = {"ping",   "token", "jwks",   "whoami", "status",
-                               "reload", "keys",  "rotate", "revoke"};
+        const char *names[] = {"ping",       "token",       "jwks",          "whoami",
+                               "status",     "reload",      "keys",          "rotate",
+                               "revoke",     "secret_set",  "secret_list",   "secret_delete",
+                               "upstream_test"};
 
         assert_int_equal(ELEMENTSOF(names), _OP_MAX);
         for (int i = 0; i < _OP_MAX; i++)
@@ -1290,6 +1438,11 @@ int main(void)
             cmocka_unit_test(test_err_buffer_handling),
             cmocka_unit_test(test_scope_token_valid_every_byte),
             cmocka_unit_test(test_op_to_string),
+            cmocka_unit_test(test_accept_upstream_token),
+            cmocka_unit_test(test_reject_upstream_token),
+            cmocka_unit_test(test_secret_ops),
+            cmocka_unit_test(test_broker_name_valid),
+            cmocka_unit_test(test_upstream_token_response),
             cmocka_unit_test(test_error_codes),
             cmocka_unit_test(test_error_codes_unknown),
             cmocka_unit_test(test_response_ok),

@@ -1,0 +1,91 @@
+/* An upstream token endpoint's answer (brokerd/federation: http_header_parse for the header
+ * lines libcurl hands over, oauth_parse_response for status and body): what any server the
+ * broker is pointed at, or anything between, may send back. Input: two bytes of status
+ * (folded into 100..599), header lines up to an empty line, then the body. */
+#include <errno.h>
+#include <sodium.h>
+
+#include "federation/http.h"
+#include "federation/oauth.h"
+#include "fuzz.h"
+
+#define MAX_TOKEN 4096
+
+static bool printable(const char *s, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
+                        return false;
+        return true;
+}
+
+/* Tokens live in sodium_malloc()'d memory, which needs sodium_init() first (the daemon's main
+ * calls it). */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+        (void) argc;
+        (void) argv;
+        FUZZ_ASSERT(sodium_init() >= 0);
+        return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+        HttpHeaders h = {.retry_after_s = -1};
+        const char *p, *end, *body;
+        OAuthAnswer a;
+        long status;
+
+        if (size < 2 || size > 256 * 1024)
+                return -1;
+        status = 100 + (long) (((unsigned) data[0] << 8 | data[1]) % 500);
+        p = (const char *) data + 2;
+        end = (const char *) data + size;
+        /* header lines, each with its line end as libcurl gives it, until an empty line */
+        while (p < end) {
+                const char *nl = memchr(p, '\n', (size_t) (end - p));
+                size_t n = nl ? (size_t) (nl - p) + 1 : (size_t) (end - p);
+
+                http_header_parse(p, n, &h);
+                FUZZ_ASSERT(strlen(h.content_type) < sizeof(h.content_type));
+                FUZZ_ASSERT(h.retry_after_s >= -1 && h.retry_after_s <= 999999999);
+                p += n;
+                if (n <= 2 && (n == 1 || p[-2] == '\r'))
+                        break;
+        }
+        body = p;
+
+        FUZZ_ASSERT(oauth_parse_response(status, body, (size_t) (end - body), MAX_TOKEN, &a) == 0);
+        switch (a.outcome) {
+        case OAUTH_TOKEN:
+                FUZZ_ASSERT(status >= 200 && status < 300);
+                FUZZ_ASSERT(a.access_token && a.access_token_len >= 1 &&
+                            a.access_token_len <= MAX_TOKEN &&
+                            strlen(a.access_token) == a.access_token_len &&
+                            printable(a.access_token, a.access_token_len));
+                FUZZ_ASSERT(a.token_type[0] && printable(a.token_type, strlen(a.token_type)));
+                FUZZ_ASSERT(a.expires_in >= -1 && a.expires_in <= OAUTH_EXPIRES_IN_MAX);
+                FUZZ_ASSERT(!a.scope || (strlen(a.scope) <= OAUTH_SCOPE_MAX &&
+                                         printable(a.scope, strlen(a.scope))));
+                FUZZ_ASSERT(!a.issued_token_type ||
+                            strlen(a.issued_token_type) <= OAUTH_TOKEN_TYPE_URI_MAX);
+                break;
+        case OAUTH_REFUSED:
+                FUZZ_ASSERT(status >= 400 && status < 500 && status != 429);
+                FUZZ_ASSERT(a.error[0] && strlen(a.error) <= OAUTH_ERROR_MAX);
+                FUZZ_ASSERT(!strchr(a.error, '"') && !strchr(a.error, '\\'));
+                FUZZ_ASSERT(printable(a.error, strlen(a.error)));
+                FUZZ_ASSERT(printable(a.error_description, strlen(a.error_description)));
+                /* fall through: no token either */
+        case OAUTH_RETRYABLE:
+        case OAUTH_BAD_RESPONSE:
+                FUZZ_ASSERT(!a.access_token && a.problem[0]);
+                break;
+        default:
+                FUZZ_ASSERT(!"an outcome outside the four");
+        }
+        oauth_answer_done(&a);
+        FUZZ_ASSERT(!a.access_token && !a.scope && !a.issued_token_type);
+        return 0;
+}
