@@ -101,12 +101,16 @@ static int cmd_upstream_token(const Args *a)
                                                .n_scopes = a->n_scopes},
                     &tok, &err);
         broker_close(b);
-        if (r < 0) {
-                if (tok.upstream_error[0])
-                        fprintf(stderr, "brokerctl: the upstream's error code: %s\n",
-                                tok.upstream_error);
-                return report(&err);
+        if (r < 0 && tok.upstream_error[0]) {
+                /* The upstream refused the broker: no rule of ours is missing, so the usual
+                 * hint (whoami, ask for a rule) would send the caller the wrong way. */
+                fprintf(stderr, "brokerctl: %s: %s (the upstream refused the broker; the "
+                                "operator can retry it with 'brokerctl upstream test %s')\n",
+                        err.code, err.message, a->upstream);
+                return exit_code_for_status(err.status);
         }
+        if (r < 0)
+                return report(&err);
         printf("%s\n", a->json ? tok.response_json : tok.access_token);
         broker_upstream_token_clear(&tok);
         return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;

@@ -1,13 +1,19 @@
 /* Load generator and in-process ceiling for `make bench`.
  *
- *   bench --socket PATH --threads N --seconds S [--audience AUD]
+ *   bench --socket PATH --threads N --seconds S [--audience AUD | --upstream NAME]
  *       N threads, each on its own persistent connection, request tokens back to back for S
  *       seconds; prints tokens/s and p50/p99 latency of the whole request (send to answer).
+ *       With --upstream: the upstream's tokens (cache hits once the first is in).
+ *   bench --socket PATH --threads N --once --upstream NAME
+ *       N threads connect, wait for each other, then each asks once at the same moment:
+ *       prints cold_us, the time until the last of them has its token (on an empty cache,
+ *       one exchange that all of them wait for).
  *   bench --ceiling --seconds S [--alg ALG]
  *       signs JWTs in this process on one core, no I/O: the upper bound for the daemon. */
 #include <getopt.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +37,8 @@ typedef struct Worker {
         pthread_t thread;
         const char *socket;
         const char *audience;
+        const char *upstream; /* instead of audience */
+        pthread_barrier_t *start; /* --once: all ask together */
         double until;
         uint32_t *lat_us; /* one per request */
         size_t n;
@@ -48,19 +56,33 @@ static void *worker_main(void *userdata)
                 w->error = 1;
                 return NULL;
         }
+        if (w->start)
+                pthread_barrier_wait(w->start);
         while (w->n < MAX_SAMPLES) {
-                broker_token t;
                 double t0 = now_sec();
+                int r;
                 if (t0 >= w->until)
                         break;
-                if (broker_get_token(b, &(broker_token_request){.audience = w->audience}, &t,
-                                     &err) < 0) {
+                if (w->upstream) {
+                        broker_upstream_token t = {};
+                        r = broker_get_upstream_token(
+                            b, &(broker_upstream_request){.upstream = w->upstream}, &t, &err);
+                        broker_upstream_token_clear(&t);
+                } else {
+                        broker_token t;
+                        r = broker_get_token(b, &(broker_token_request){.audience = w->audience},
+                                             &t, &err);
+                        if (r >= 0)
+                                broker_token_clear(&t);
+                }
+                if (r < 0) {
                         fprintf(stderr, "bench: %s\n", err.message);
                         w->error = 1;
                         break;
                 }
-                broker_token_clear(&t);
                 w->lat_us[w->n++] = (uint32_t) ((now_sec() - t0) * 1e6);
+                if (w->start) /* --once */
+                        break;
         }
         broker_close(b);
         return NULL;
@@ -72,17 +94,23 @@ static int cmp_u32(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-static int run_load(const char *socket, const char *audience, int threads, double seconds)
+static int run_load(const char *socket, const char *audience, const char *upstream,
+                    int threads, double seconds, bool once)
 {
         Worker *w = calloc(threads, sizeof(Worker));
+        pthread_barrier_t start_together;
         size_t total = 0, k = 0;
         uint32_t *all;
         double start, elapsed;
         int failed = 0;
 
+        if (once)
+                pthread_barrier_init(&start_together, NULL, threads);
         start = now_sec();
         for (int i = 0; i < threads; i++) {
-                w[i] = (Worker){.socket = socket, .audience = audience, .until = start + seconds};
+                w[i] = (Worker){.socket = socket, .audience = audience, .upstream = upstream,
+                                .start = once ? &start_together : NULL,
+                                .until = once ? 1e18 : start + seconds};
                 w[i].lat_us = malloc(MAX_SAMPLES * sizeof(uint32_t));
                 pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
         }
@@ -102,6 +130,13 @@ static int run_load(const char *socket, const char *audience, int threads, doubl
         if (total == 0 || failed) {
                 fprintf(stderr, "bench: load run failed\n");
                 return 1;
+        }
+        if (once) {
+                pthread_barrier_destroy(&start_together);
+                printf("threads=%d cold_us=%u\n", threads, all[total - 1]);
+                free(all);
+                free(w);
+                return 0;
         }
         printf("threads=%d tokens=%zu seconds=%.2f tokens_per_s=%.0f p50_us=%u p90_us=%u "
                "p99_us=%u p999_us=%u max_us=%u\n",
@@ -149,9 +184,13 @@ int main(int argc, char **argv)
             {"audience", required_argument, NULL, 'a'},
             {"ceiling", no_argument, NULL, 'c'},
             {"alg", required_argument, NULL, 'g'},
+            {"upstream", required_argument, NULL, 'u'},
+            {"once", no_argument, NULL, 'o'},
             {},
         };
         const char *socket = NULL, *audience = "https://api.bench", *alg = "EdDSA";
+        const char *upstream = NULL;
+        bool once = false;
         int threads = 1, c;
         double seconds = 3;
         int ceiling = 0;
@@ -176,6 +215,12 @@ int main(int argc, char **argv)
                 case 'g':
                         alg = optarg;
                         break;
+                case 'u':
+                        upstream = optarg;
+                        break;
+                case 'o':
+                        once = true;
+                        break;
                 default:
                         return 2;
                 }
@@ -193,5 +238,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench: --socket PATH and 1..256 --threads needed\n");
                 return 2;
         }
-        return run_load(socket, audience, threads, seconds);
+        if (once && !upstream) {
+                fprintf(stderr, "bench: --once needs --upstream NAME\n");
+                return 2;
+        }
+        return run_load(socket, audience, upstream, threads, seconds, once);
 }
