@@ -28,7 +28,7 @@ PYTHON     ?= /usr/bin/python3
 V          ?=
 Q          := $(if $(V),,@)
 
-PKGS      := libsodium jansson sqlite3 libsystemd libcrypto libcurl
+PKGS      := libsodium jansson sqlite3 libsystemd libcrypto libcurl libxml-2.0
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 

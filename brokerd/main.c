@@ -1,6 +1,7 @@
 /* brokerd: wires the parts together. */
 #include <getopt.h>
 #include <curl/curl.h>
+#include <libxml/parser.h>
 #include <sodium.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -137,6 +138,8 @@ int main(int argc, char **argv)
                 log_error("Cannot initialise libcurl");
                 return 1;
         }
+        /* libxml2 (AWS STS answers) likewise, once, before any thread. */
+        xmlInitParser();
         r = identity_probe_kernel();
         if (r == -EPROTONOSUPPORT) {
                 log_error("This kernel has no SO_PEERPIDFD (Linux 6.5 or later is required to "

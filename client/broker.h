@@ -82,6 +82,9 @@ typedef struct broker_upstream_request {
         size_t n_scopes;
 } broker_upstream_request;
 
+/* For an aws_sts upstream, access_token is the session's SessionToken and token_type
+ * "aws4_request"; the key pair is in response_json's "aws" object (AccessKeyId,
+ * SecretAccessKey, SessionToken, Expiration), as the AWS SDKs' credential_process reads it. */
 typedef struct broker_upstream_token {
         char *access_token;
         char *token_type; /* "Bearer", ... */

@@ -355,9 +355,7 @@ int path_make_dir(const char *dir, mode_t mode, bool private_dir, bool world_sea
         return path_open_dir(dir, flags, mode, NULL, err, errlen);
 }
 
-/* Splits `path` into a directory (".", "/" or the part before the last slash) and a last
- * name, which may be empty ("dir/"). */
-static int split_path(const char *path, char **ret_dir, const char **ret_name)
+int path_split(const char *path, char **ret_dir, const char **ret_name)
 {
         const char *slash = strrchr(path, '/');
         char *dir;
@@ -387,7 +385,7 @@ static int stat_in_dir(const char *path, PathDirFlags flags, const char *wanted,
 
         if (!path || !*path)
                 return fail(err, errlen, -EINVAL, "empty file path");
-        if (split_path(path, &dir, &name) < 0)
+        if (path_split(path, &dir, &name) < 0)
                 return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
         /* Directories first: only once nobody else can rename entries in them does what is
          * found in them stay true. */

@@ -66,3 +66,7 @@ int path_make_dir(const char *dir, mode_t mode, bool private_dir, bool world_sea
 int path_check_own_file(int dir_fd, const char *dir, const char *name, char *err, size_t errlen);
 int path_open_own_file(int dir_fd, const char *dir, const char *name, int open_flags, mode_t mode,
                        int *ret_fd, char *err, size_t errlen);
+
+/* Splits `path` into its directory (heap: ".", "/" or the part before the last slash) and its
+ * last name (inside `path`, empty for "dir/"). Checks nothing. 0 or -ENOMEM. */
+int path_split(const char *path, char **ret_dir, const char **ret_name);

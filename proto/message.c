@@ -744,11 +744,32 @@ int response_get_upstream_token(const Response *r, UpstreamTokenResponse *ret, c
                 (void) reject(err, errlen, "response is an error, not a token");
                 return -EINVAL;
         }
-        k = check_string(json_object_get(r->root, "access_token"), "access_token", SIZE_MAX,
-                         &t.access_token, err, errlen);
-        if (k >= 0)
-                k = check_string(json_object_get(r->root, "token_type"), "token_type", SIZE_MAX,
-                                 &t.token_type, err, errlen);
+        v = json_object_get(r->root, "aws");
+        if (v) {
+                /* an aws_sts upstream's credentials: the SessionToken stands for the token,
+                 * the whole object is in the response for those who need the key pair */
+                const char *unused;
+                if (!json_is_object(v))
+                        return reject(err, errlen, "aws: expected object");
+                k = check_string(json_object_get(v, "AccessKeyId"), "aws.AccessKeyId", SIZE_MAX,
+                                 &unused, err, errlen);
+                if (k >= 0)
+                        k = check_string(json_object_get(v, "SecretAccessKey"),
+                                         "aws.SecretAccessKey", SIZE_MAX, &unused, err, errlen);
+                if (k >= 0)
+                        k = check_string(json_object_get(v, "Expiration"), "aws.Expiration",
+                                         SIZE_MAX, &unused, err, errlen);
+                if (k >= 0)
+                        k = check_string(json_object_get(v, "SessionToken"), "aws.SessionToken",
+                                         SIZE_MAX, &t.access_token, err, errlen);
+                t.token_type = "aws4_request";
+        } else {
+                k = check_string(json_object_get(r->root, "access_token"), "access_token",
+                                 SIZE_MAX, &t.access_token, err, errlen);
+                if (k >= 0)
+                        k = check_string(json_object_get(r->root, "token_type"), "token_type",
+                                         SIZE_MAX, &t.token_type, err, errlen);
+        }
         if (k >= 0)
                 k = check_optional_string(r->root, "scope", &t.scope, err, errlen);
         if (k >= 0)

@@ -129,6 +129,8 @@ typedef struct UpstreamTokenResponse {
         const char *issued_token_type; /* NULL when absent */
 } UpstreamTokenResponse;
 
-/* The fields of a successful `token` response for an upstream, each type-checked. */
+/* The fields of a successful `token` response for an upstream, each type-checked. An aws_sts
+ * upstream's answer holds an `aws` object instead (AccessKeyId, SecretAccessKey, SessionToken,
+ * Expiration, all checked): access_token is then its SessionToken, token_type "aws4_request". */
 int response_get_upstream_token(const Response *r, UpstreamTokenResponse *ret, char *err,
                                 size_t errlen);

@@ -1,7 +1,9 @@
 #!/bin/bash
 # make demo: start brokerd on an embedded default config in a temporary directory, ask it for
 # a token with brokerctl, verify the token against the broker's JWKS with an independent
-# library (PyJWT), show the audit record of the grant, and stop.
+# library (PyJWT), show the audit record of the grant, and stop. Then the scenario brokerd is
+# for (tests/demo_bedrock.py): a container-like process calls a loopback Bedrock through the AWS
+# SDK with credentials from brokerctl, and the grant records show it.
 set -euo pipefail
 
 BUILD=${BROKER_BUILD:-$(cd "$(dirname "$0")/.." && pwd)/build}
@@ -58,7 +60,7 @@ kid = jwt.get_unverified_header(token)["kid"]
 key = next(k for k in jwks["keys"] if k["kid"] == kid)
 claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=[key["alg"]],
                     audience="https://api.demo.internal", issuer="https://broker.demo.internal")
-print("signature, issuer, audience and expiry verified with key", kid)
+print(f"signature ({key['alg']}, the default), issuer, audience and expiry verified with key", kid)
 print(json.dumps(claims, indent=2))
 EOF
 
@@ -73,3 +75,6 @@ step "The audit records of both decisions (brokerctl audit export)"
 "$BUILD/brokerctl" audit export --database "$dir/state/audit.db" --event grant
 "$BUILD/brokerctl" audit export --database "$dir/state/audit.db" --event deny
 "$BUILD/brokerctl" audit verify --database "$dir/state/audit.db"
+
+step "Part 2: a container calls Amazon Bedrock with the unchanged AWS SDK (tests/demo_bedrock.py)"
+BROKER_BUILD="$BUILD" /usr/bin/python3 "$(dirname "$0")/demo_bedrock.py"

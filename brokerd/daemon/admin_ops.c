@@ -78,7 +78,8 @@ static void handle_rotate(Server *s, Conn *c, const Request *req)
                                                  "rotation failed; see the broker's log", req->id));
                 return;
         }
-        /* "kid": the first series' new key (EdDSA unless only another was asked for). */
+        /* "kid": the first series' new key (the default algorithm's unless only another was
+         * asked for). */
         reply_json(c, req,
                    json_pack("{s:O, s:o}", "kid",
                              json_object_get(json_array_get(rotated, 0), "kid"), "rotated",

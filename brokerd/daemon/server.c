@@ -99,7 +99,7 @@ static void key_policy_from_config(const Config *c, KeyPolicy *ret)
             .retention = c->keys.retention,
             .rsa_bits = c->keys.rsa_bits,
         };
-        ret->algs[ALG_EDDSA] = true; /* the default algorithm always has a key */
+        ret->algs[ALG_DEFAULT] = true; /* the default algorithm always has a key */
         for (size_t i = 0; i < c->n_rules; i++)
                 ret->algs[c->rules[i].alg] = true;
         /* the JWTs the broker sends upstreams, signed with its published keys too */

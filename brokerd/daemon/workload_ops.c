@@ -6,12 +6,33 @@
 #include "macro.h"
 #include "policy/policy.h"
 
+/* AWS's credentials, named as the SDKs' credential_process output names them. */
+static json_t *aws_token_response(const IssueResult *r, json_t *id)
+{
+        json_t *resp = response_new_ok(id);
+
+        if (resp &&
+            (json_object_set_new(resp, "aws",
+                                 json_pack("{s:s, s:s, s:s, s:s}", "AccessKeyId",
+                                           r->aws_access_key_id, "SecretAccessKey",
+                                           r->aws_secret_access_key, "SessionToken",
+                                           r->access_token, "Expiration", r->aws_expiration)) < 0 ||
+             json_object_set_new(resp, "expires_at", json_integer(r->expires_at)) < 0)) {
+                json_decref(resp);
+                return NULL;
+        }
+        return resp;
+}
+
 /* RFC 6749 §5.1's fields, with expires_at instead of expires_in (the caller may read it
  * later). */
 static json_t *upstream_token_response(const IssueResult *r, json_t *id)
 {
-        json_t *resp = response_new_ok(id);
+        json_t *resp;
 
+        if (r->aws_access_key_id)
+                return aws_token_response(r, id);
+        resp = response_new_ok(id);
         if (resp &&
             (json_object_set_new(resp, "access_token", json_string(r->access_token)) < 0 ||
              json_object_set_new(resp, "token_type", json_string(r->token_type)) < 0 ||

@@ -30,6 +30,10 @@ void fed_token_unref(FedToken *t)
         free(t->token_type);
         free(t->scope);
         free(t->issued_token_type);
+        free(t->aws_access_key_id);
+        if (t->aws_secret_access_key)
+                sodium_free(t->aws_secret_access_key);
+        free(t->aws_expiration);
         free(t);
 }
 

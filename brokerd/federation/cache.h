@@ -25,7 +25,11 @@ typedef struct FedToken {
         bool cacheable;                  /* false: the endpoint gave no lifetime */
         long http_status;
         char request_id[33];
-        char token_sha256[65]; /* hex: what the grant log keeps */
+        char token_sha256[65]; /* hex of the access token: what the grant log keeps */
+        /* aws_sts: the key pair beside the SessionToken (the access token) */
+        char *aws_access_key_id;     /* an id, not a secret */
+        char *aws_secret_access_key; /* secure memory */
+        char *aws_expiration;        /* as AWS wrote it (ISO 8601) */
 } FedToken;
 
 FedToken *fed_token_ref(FedToken *t);

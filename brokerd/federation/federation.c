@@ -7,13 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "federation/aws.h"
 #include "federation/breaker.h"
+#include "federation/google.h"
 #include "federation/http.h"
 #include "federation/oauth.h"
 #include "keys/jwt.h"
 #include "log.h"
 #include "macro.h"
 #include "timeutil.h"
+
+/* What Google's IAM Credentials API needs of the STS token that calls it. */
+#define GCP_CLOUD_PLATFORM "https://www.googleapis.com/auth/cloud-platform"
 
 /* Backoff between attempts: full jitter, uniform in [0, min(cap, base * 2^attempt)]. */
 #define BACKOFF_BASE_MS 200
@@ -68,6 +73,10 @@ struct Flight {
         bool test;       /* one attempt, breaker untouched */
         bool started;
         unsigned attempt;
+        /* gcp_sts with impersonation: step 1 trades the STS token (secure memory) for the
+         * service account's */
+        unsigned step;
+        char *sts_token;
         int64_t deadline_ms; /* monotonic */
         sd_event_source *retry;
         /* the attempt on the wire: wiped when it ends */
@@ -413,6 +422,8 @@ static void flight_free(Flight *fl)
         state_unref(fl->state);
         pthread_mutex_unlock(&f->lock);
         config_unref(fl->config);
+        if (fl->sts_token)
+                sodium_free(fl->sts_token);
         free(fl->subject);
         free(fl->scope);
         free(fl);
@@ -573,6 +584,15 @@ static FedToken *token_from_answer(Flight *fl, OAuthAnswer *a)
         t->token_type = strdup(a->token_type);
         t->scope = TAKE_PTR(a->scope);
         t->issued_token_type = TAKE_PTR(a->issued_token_type);
+        if (a->aws_secret_access_key) {
+                t->aws_secret_access_key = TAKE_PTR(a->aws_secret_access_key);
+                t->aws_access_key_id = strdup(a->aws_access_key_id);
+                t->aws_expiration = strdup(a->aws_expiration);
+                if (!t->aws_access_key_id || !t->aws_expiration) {
+                        fed_token_unref(t);
+                        return NULL;
+                }
+        }
         t->obtained_ms = now;
         t->cacheable = a->expires_in >= 0;
         t->expires_ms = now + (a->expires_in >= 0 ? a->expires_in : UNKNOWN_LIFETIME_S) * 1000;
@@ -585,6 +605,35 @@ static FedToken *token_from_answer(Flight *fl, OAuthAnswer *a)
                 return NULL;
         }
         return t;
+}
+
+/* Each kind's answer, read into the one shape the outcome handling takes. */
+static int parse_answer(Flight *fl, const HttpResponse *resp, OAuthAnswer *a)
+{
+        const UpstreamConfig *u = fl->up;
+
+        if (u->kind == UPSTREAM_AWS_STS)
+                return aws_parse_response(resp->status, resp->body, resp->len,
+                                          u->max_response_bytes, now_unix_ms(), a);
+        if (u->kind == UPSTREAM_GCP_STS && fl->step == 1)
+                return google_parse_access_token(resp->status, resp->body, resp->len,
+                                                 u->max_response_bytes, now_unix_ms(), a);
+        return oauth_parse_response(resp->status, resp->body, resp->len, u->max_response_bytes,
+                                    a);
+}
+
+/* gcp_sts: the STS token is in; impersonation follows at once (on the next loop iteration,
+ * not inside this transfer's completion), within the same deadline. */
+static void next_step(Flight *fl, OAuthAnswer *a)
+{
+        fl->sts_token = TAKE_PTR(a->access_token);
+        oauth_answer_done(a);
+        fl->step = 1;
+        if (sd_event_add_time_relative(fl->fed->deps.event, &fl->retry, CLOCK_MONOTONIC, 0, 0,
+                                       on_retry, fl) < 0) {
+                set_message(fl, false, "could not be asked: out of memory");
+                flight_finish(fl, FED_INTERNAL, NULL);
+        }
 }
 
 static void on_http_done(const HttpResponse *resp, void *userdata)
@@ -620,14 +669,18 @@ static void on_http_done(const HttpResponse *resp, void *userdata)
                 return;
         }
 
-        if (oauth_parse_response(resp->status, resp->body, resp->len, fl->up->max_response_bytes,
-                                 &a) < 0) {
+        if (parse_answer(fl, resp, &a) < 0) {
                 set_message(fl, false, "answered, but the broker ran out of memory reading it");
                 flight_finish(fl, FED_INTERNAL, NULL);
                 return;
         }
         switch (a.outcome) {
         case OAUTH_TOKEN:
+                if (fl->up->kind == UPSTREAM_GCP_STS && fl->up->impersonation_url &&
+                    fl->step == 0) {
+                        next_step(fl, &a);
+                        return;
+                }
                 t = token_from_answer(fl, &a);
                 oauth_answer_done(&a);
                 if (!t) {
@@ -677,7 +730,8 @@ static int mint(Flight *fl, Alg alg, const char *issuer, const char *subject,
 
         if (!k)
                 return -ENOKEY;
-        return jwt_mint(k, issuer, subject, audience, NULL, 0, now_unix_sec(), ttl, ret);
+        return jwt_mint(k, issuer, subject, audience, NULL, 0, now_unix_sec(), ttl,
+                        fl->config->keys.clock_skew, ret);
 }
 
 static const char *grant_type(UpstreamKind k)
@@ -690,6 +744,136 @@ static const char *grant_type(UpstreamKind k)
         default:
                 return OAUTH_GRANT_CLIENT_CREDENTIALS;
         }
+}
+
+/* RFC 6749 / 8693 / 7523: the generic kinds' form and client authentication. */
+static int oauth_form(Flight *fl, const MintedToken *subject, const MintedToken *assertion,
+                      const SecretValue *secret)
+{
+        const UpstreamConfig *u = fl->up;
+        int r;
+
+        r = oauth_form_add(&fl->form, "grant_type", grant_type(u->kind));
+        if (r >= 0 && u->kind == UPSTREAM_TOKEN_EXCHANGE) {
+                r = oauth_form_add(&fl->form, "subject_token", subject->token);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "subject_token_type", OAUTH_TOKEN_TYPE_JWT);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "requested_token_type",
+                                           u->requested_token_type);
+        }
+        if (r >= 0 && u->kind == UPSTREAM_JWT_BEARER)
+                r = oauth_form_add(&fl->form, "assertion", subject->token);
+        if (r >= 0)
+                r = oauth_form_add(&fl->form, "scope", fl->scope);
+        if (r >= 0)
+                r = oauth_form_add(&fl->form, "audience", u->audience);
+        if (r >= 0)
+                r = oauth_form_add(&fl->form, "resource", u->resource);
+        switch (u->client_auth) {
+        case CLIENT_AUTH_SECRET_POST:
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_secret", (char *) secret->bytes);
+                break;
+        case CLIENT_AUTH_PRIVATE_KEY_JWT:
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_assertion_type",
+                                           OAUTH_ASSERTION_TYPE_JWT);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_assertion", assertion->token);
+                break;
+        case CLIENT_AUTH_NONE:
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
+                break;
+        case CLIENT_AUTH_SECRET_BASIC:
+                if (r >= 0)
+                        r = oauth_basic_header(u->client_id, (char *) secret->bytes, &fl->auth);
+                if (r >= 0 && !(fl->headers = curl_slist_append(NULL, fl->auth.data)))
+                        r = -ENOMEM;
+                break;
+        default:
+                break;
+        }
+        return r;
+}
+
+/* The cloud presets' forms: the provider's parameters, the broker's JWT as the credential. */
+static int preset_form(Flight *fl, const MintedToken *subject)
+{
+        const UpstreamConfig *u = fl->up;
+        char session[AWS_SESSION_NAME_MAX + 1], duration[24];
+        int r;
+
+        switch (u->kind) {
+        case UPSTREAM_AWS_STS:
+                aws_session_name(fl->subject, session);
+                snprintf(duration, sizeof(duration), "%" PRIu64, u->duration);
+                r = oauth_form_add(&fl->form, "Action", "AssumeRoleWithWebIdentity");
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "Version", "2011-06-15");
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "RoleArn", u->role_arn);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "RoleSessionName", session);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "DurationSeconds", duration);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "WebIdentityToken", subject->token);
+                return r;
+        case UPSTREAM_GCP_STS:
+                r = oauth_form_add(&fl->form, "grant_type", OAUTH_GRANT_TOKEN_EXCHANGE);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "audience", u->audience);
+                /* impersonation needs cloud-platform; the caller's scope is asked of IAM */
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "scope",
+                                           u->impersonation_url ? GCP_CLOUD_PLATFORM : fl->scope);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "requested_token_type",
+                                           OAUTH_TOKEN_TYPE_ACCESS_TOKEN);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "subject_token_type", OAUTH_TOKEN_TYPE_JWT);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "subject_token", subject->token);
+                return r;
+        default: /* UPSTREAM_AZURE_AD */
+                r = oauth_form_add(&fl->form, "grant_type", OAUTH_GRANT_CLIENT_CREDENTIALS);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "scope", fl->scope);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_assertion_type",
+                                           OAUTH_ASSERTION_TYPE_JWT);
+                if (r >= 0)
+                        r = oauth_form_add(&fl->form, "client_assertion", subject->token);
+                return r;
+        }
+}
+
+/* gcp_sts step 1: generateAccessToken with the STS token as the bearer. */
+static int impersonation_request(Flight *fl)
+{
+        _cleanup_free_ char *body = NULL;
+        int r = google_impersonation_body(fl->scope, fl->up->lifetime, &body);
+
+        if (r < 0)
+                return r;
+        r = secure_text_new(strlen(body), &fl->form);
+        if (r < 0)
+                return r;
+        memcpy(fl->form.data, body, strlen(body) + 1);
+        fl->form.len = strlen(body);
+        r = oauth_bearer_header(fl->sts_token, &fl->auth);
+        if (r < 0)
+                return r;
+        fl->headers = curl_slist_append(NULL, fl->auth.data);
+        return fl->headers ? 0 : -ENOMEM;
 }
 
 /* The form and headers of one attempt. A problem here is the broker's, not the upstream's:
@@ -720,7 +904,7 @@ static int build_attempt(Flight *fl, char *why, size_t whylen)
                         return r;
                 }
         }
-        if (u->kind != UPSTREAM_CLIENT_CREDENTIALS) {
+        if (u->kind != UPSTREAM_CLIENT_CREDENTIALS && fl->step == 0) {
                 r = mint(fl, u->subject_token.alg, fl->config->issuer, fl->subject,
                          u->subject_token.audience ?: u->token_endpoint, u->subject_token.ttl,
                          &subject);
@@ -743,54 +927,14 @@ static int build_attempt(Flight *fl, char *why, size_t whylen)
                 }
         }
 
-        r = secure_text_new(OAUTH_FORM_MAX, &fl->form);
-        if (r < 0)
-                goto oom;
-        r = oauth_form_add(&fl->form, "grant_type", grant_type(u->kind));
-        if (r >= 0 && u->kind == UPSTREAM_TOKEN_EXCHANGE) {
-                r = oauth_form_add(&fl->form, "subject_token", subject.token);
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "subject_token_type", OAUTH_TOKEN_TYPE_JWT);
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "requested_token_type",
-                                           u->requested_token_type);
-        }
-        if (r >= 0 && u->kind == UPSTREAM_JWT_BEARER)
-                r = oauth_form_add(&fl->form, "assertion", subject.token);
-        if (r >= 0)
-                r = oauth_form_add(&fl->form, "scope", fl->scope);
-        if (r >= 0)
-                r = oauth_form_add(&fl->form, "audience", u->audience);
-        if (r >= 0)
-                r = oauth_form_add(&fl->form, "resource", u->resource);
-        switch (u->client_auth) {
-        case CLIENT_AUTH_SECRET_POST:
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_secret", (char *) secret.bytes);
-                break;
-        case CLIENT_AUTH_PRIVATE_KEY_JWT:
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_assertion_type",
-                                           OAUTH_ASSERTION_TYPE_JWT);
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_assertion", assertion.token);
-                break;
-        case CLIENT_AUTH_NONE:
-                if (r >= 0)
-                        r = oauth_form_add(&fl->form, "client_id", u->client_id);
-                break;
-        case CLIENT_AUTH_SECRET_BASIC:
-                if (r >= 0)
-                        r = oauth_basic_header(u->client_id, (char *) secret.bytes, &fl->auth);
-                if (r >= 0 && !(fl->headers = curl_slist_append(NULL, fl->auth.data)))
-                        r = -ENOMEM;
-                break;
-        default:
-                break;
+        if (fl->step == 1)
+                r = impersonation_request(fl);
+        else {
+                r = secure_text_new(OAUTH_FORM_MAX, &fl->form);
+                if (r < 0)
+                        goto oom;
+                r = upstream_kind_is_preset(u->kind) ? preset_form(fl, &subject)
+                                                     : oauth_form(fl, &subject, &assertion, &secret);
         }
         if (r == -E2BIG) {
                 snprintf(why, whylen, "cannot be asked: the request would pass %u bytes",
@@ -840,12 +984,15 @@ static void flight_attempt(Flight *fl)
                 return;
         }
         int64_t left = fl->deadline_ms - mono_ms();
+        const char *url = fl->step == 1 ? u->impersonation_url : u->token_endpoint;
         HttpRequest req = {
-            .url = u->token_endpoint,
-            .allow_http = strncmp(u->token_endpoint, "http://", 7) == 0, /* loopback: config */
+            .url = url,
+            .allow_http = strncmp(url, "http://", 7) == 0, /* loopback: the config checked */
             .headers = fl->headers,
             .body = fl->form.data,
             .body_len = fl->form.len,
+            .json_body = fl->step == 1,
+            .accept_xml = u->kind == UPSTREAM_AWS_STS,
             .ca_file = u->ca_file,
             .proxy = u->proxy,
             .timeout_ms = MAX(MIN(u->timeout_ms, left), 1),

@@ -308,9 +308,10 @@ static int setup_easy(Transfer *t, const HttpRequest *req)
         int ok = CURLE_OK;
 
         /* Every header: ours first, then the caller's (copied by libcurl at send time). */
-        static const char *const fixed[] = {
-            "Content-Type: application/x-www-form-urlencoded",
-            "Accept: application/json",
+        const char *const fixed[] = {
+            req->json_body ? "Content-Type: application/json"
+                           : "Content-Type: application/x-www-form-urlencoded",
+            req->accept_xml ? "Accept: text/xml" : "Accept: application/json",
             "Expect:", /* no 100-continue round trip */
         };
         for (size_t i = 0; i < ELEMENTSOF(fixed); i++) {

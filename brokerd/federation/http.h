@@ -55,11 +55,13 @@ typedef void (*http_done_t)(const HttpResponse *r, void *userdata);
 typedef struct HttpRequest {
         const char *url;
         bool allow_http;
-        /* Headers, besides Content-Type (form), Accept (JSON) and User-Agent. Borrowed until
+        /* Headers, besides Content-Type, Accept and User-Agent. Borrowed until
          * the callback: the caller wipes what it put there. */
         struct curl_slist *headers;
-        const char *body; /* application/x-www-form-urlencoded; borrowed until the callback */
+        const char *body; /* borrowed until the callback */
         size_t body_len;
+        bool json_body;     /* the body is application/json (else a form) */
+        bool accept_xml;    /* ask for XML (AWS's query APIs), else JSON */
         const char *ca_file; /* NULL: the system's trust store */
         const char *proxy;   /* NULL: none */
         int64_t timeout_ms, connect_timeout_ms;

@@ -26,6 +26,18 @@ void secure_text_free(SecureText *t)
         *t = (SecureText){};
 }
 
+int secure_copy(const char *s, size_t len, char **ret)
+{
+        char *d = sodium_malloc(len + 1);
+
+        if (!d)
+                return -ENOMEM;
+        memcpy(d, s, len);
+        d[len] = 0;
+        *ret = d;
+        return 0;
+}
+
 static int text_append(SecureText *t, const char *s, size_t n)
 {
         if (n > t->cap - t->len)
@@ -62,6 +74,25 @@ int oauth_form_add(SecureText *form, const char *name, const char *value)
             (r = text_append(form, "=", 1)) < 0)
                 return r;
         return append_escaped(form, value);
+}
+
+int oauth_bearer_header(const char *token, SecureText *ret)
+{
+        static const char prefix[] = "Authorization: Bearer ";
+        size_t n = strlen(token);
+        SecureText h = {};
+        int r;
+
+        if (n > OAUTH_HEADER_MAX)
+                return -E2BIG;
+        r = secure_text_new(sizeof(prefix) + n, &h);
+        if (r < 0)
+                return r;
+        memcpy(h.data, prefix, sizeof(prefix) - 1);
+        memcpy(h.data + sizeof(prefix) - 1, token, n + 1);
+        h.len = sizeof(prefix) - 1 + n;
+        *ret = h;
+        return 0;
 }
 
 int oauth_basic_header(const char *client_id, const char *secret, SecureText *ret)
@@ -170,7 +201,7 @@ static bool read_expires_in(json_t *v, int64_t *ret)
         return true;
 }
 
-static bool vschar_only(const char *s, size_t n)
+bool oauth_printable(const char *s, size_t n)
 {
         for (size_t i = 0; i < n; i++)
                 if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
@@ -178,10 +209,20 @@ static bool vschar_only(const char *s, size_t n)
         return true;
 }
 
-static int bad(OAuthAnswer *a, const char *what)
+int oauth_answer_bad(OAuthAnswer *a, const char *what)
 {
         a->outcome = OAUTH_BAD_RESPONSE;
         snprintf(a->problem, sizeof(a->problem), "%s", what);
+        return 0;
+}
+
+int oauth_answer_finish(OAuthAnswer *a, int r, OAuthAnswer *ret)
+{
+        if (r < 0) {
+                oauth_answer_done(a);
+                return r;
+        }
+        *ret = *a;
         return 0;
 }
 
@@ -195,7 +236,7 @@ static int dup_optional(json_t *root, const char *key, size_t max, char **ret, b
         if (!v)
                 return 0;
         if (!json_is_string(v) || json_string_length(v) > max ||
-            !vschar_only(json_string_value(v), json_string_length(v))) {
+            !oauth_printable(json_string_value(v), json_string_length(v))) {
                 *ok = false;
                 return 0;
         }
@@ -212,39 +253,38 @@ static int read_token(json_t *root, size_t max_token_bytes, OAuthAnswer *a)
         int r;
 
         if (json_object_get(root, "error"))
-                return bad(a, "a success status with an OAuth2 error in the body");
+                return oauth_answer_bad(a, "a success status with an OAuth2 error in the body");
         if (!at)
-                return bad(a, "no access_token in the answer");
+                return oauth_answer_bad(a, "no access_token in the answer");
         if (!json_is_string(at) || json_string_length(at) == 0 ||
             json_string_length(at) > max_token_bytes ||
-            !vschar_only(json_string_value(at), json_string_length(at)))
-                return bad(a, "access_token is not a string of printable ASCII");
+            !oauth_printable(json_string_value(at), json_string_length(at)))
+                return oauth_answer_bad(a, "access_token is not a string of printable ASCII");
 
         tt = json_object_get(root, "token_type");
         if (tt && (!json_is_string(tt) || json_string_length(tt) == 0 ||
                    json_string_length(tt) > OAUTH_TOKEN_TYPE_MAX ||
-                   !vschar_only(json_string_value(tt), json_string_length(tt))))
-                return bad(a, "token_type is not a short string");
+                   !oauth_printable(json_string_value(tt), json_string_length(tt))))
+                return oauth_answer_bad(a, "token_type is not a short string");
         /* RFC 6749 makes token_type required; an endpoint that leaves it out issues bearer
          * tokens all the same. */
         snprintf(a->token_type, sizeof(a->token_type), "%s", tt ? json_string_value(tt) : "Bearer");
         if (!read_expires_in(json_object_get(root, "expires_in"), &a->expires_in))
-                return bad(a, "expires_in is not a number of seconds");
+                return oauth_answer_bad(a, "expires_in is not a number of seconds");
         if ((r = dup_optional(root, "scope", OAUTH_SCOPE_MAX, &a->scope, &ok)) < 0)
                 return r;
         if (!ok)
-                return bad(a, "scope is not a string of printable ASCII");
+                return oauth_answer_bad(a, "scope is not a string of printable ASCII");
         if ((r = dup_optional(root, "issued_token_type", OAUTH_TOKEN_TYPE_URI_MAX,
                               &a->issued_token_type, &ok)) < 0)
                 return r;
         if (!ok)
-                return bad(a, "issued_token_type is not a short string");
+                return oauth_answer_bad(a, "issued_token_type is not a short string");
 
-        a->access_token = sodium_malloc(json_string_length(at) + 1);
-        if (!a->access_token)
-                return -ENOMEM;
+        r = secure_copy(json_string_value(at), json_string_length(at), &a->access_token);
+        if (r < 0)
+                return r;
         a->access_token_len = json_string_length(at);
-        memcpy(a->access_token, json_string_value(at), a->access_token_len + 1);
         a->outcome = OAUTH_TOKEN;
         return 0;
 }
@@ -268,9 +308,9 @@ int oauth_parse_response(long status, const char *body, size_t len, size_t max_t
         root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
         if (status >= 200 && status < 300) {
                 if (!root)
-                        r = bad(&a, "the body is not JSON");
+                        r = oauth_answer_bad(&a, "the body is not JSON");
                 else if (!json_is_object(root))
-                        r = bad(&a, "the body is not a JSON object");
+                        r = oauth_answer_bad(&a, "the body is not a JSON object");
                 else
                         r = read_token(root, max_token_bytes, &a);
         } else if (status == 429 || (status >= 500 && status < 600)) {
@@ -290,18 +330,15 @@ int oauth_parse_response(long status, const char *body, size_t len, size_t max_t
         }
         if (root)
                 wipe_token_member(root);
-        if (r < 0) {
-                oauth_answer_done(&a);
-                return r;
-        }
-        *ret = a;
-        return 0;
+        return oauth_answer_finish(&a, r, ret);
 }
 
 void oauth_answer_done(OAuthAnswer *a)
 {
         if (a->access_token)
                 sodium_free(a->access_token);
+        if (a->aws_secret_access_key)
+                sodium_free(a->aws_secret_access_key);
         free(a->scope);
         free(a->issued_token_type);
         *a = (OAuthAnswer){.expires_in = -1};

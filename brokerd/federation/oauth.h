@@ -22,11 +22,15 @@
 #define OAUTH_ERROR_MAX        128u
 #define OAUTH_DESCRIPTION_MAX  256u
 #define OAUTH_EXPIRES_IN_MAX   (10LL * 366 * 24 * 3600)
+#define AWS_KEY_ID_MAX         128u
+#define AWS_SECRET_MAX         256u
+#define AWS_EXPIRATION_MAX     64u
 
 #define OAUTH_GRANT_CLIENT_CREDENTIALS "client_credentials"
 #define OAUTH_GRANT_TOKEN_EXCHANGE     "urn:ietf:params:oauth:grant-type:token-exchange"
 #define OAUTH_GRANT_JWT_BEARER         "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #define OAUTH_TOKEN_TYPE_JWT           "urn:ietf:params:oauth:token-type:jwt"
+#define OAUTH_TOKEN_TYPE_ACCESS_TOKEN  "urn:ietf:params:oauth:token-type:access_token"
 #define OAUTH_ASSERTION_TYPE_JWT       "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 /* A string in secure memory: a form, a header. */
@@ -38,9 +42,15 @@ typedef struct SecureText {
 int secure_text_new(size_t cap, SecureText *ret);
 void secure_text_free(SecureText *t);
 
+/* A copy of s[0..len) and a NUL in secure memory (sodium_free() it). 0 or -ENOMEM. */
+int secure_copy(const char *s, size_t len, char **ret);
+
 /* Appends "&name=value" (no '&' first), the value percent-encoded (libcurl's escape). A NULL
  * value adds nothing. -E2BIG past the capacity. */
 int oauth_form_add(SecureText *form, const char *name, const char *value);
+
+/* "Authorization: Bearer TOKEN" (RFC 6750 §2.1), in secure memory. */
+int oauth_bearer_header(const char *token, SecureText *ret);
 
 /* "Authorization: Basic " base64(urlencode(id) ":" urlencode(secret)), as RFC 6749 §2.3.1
  * asks (the encoding first: a ':' in an id must not split it). */
@@ -69,6 +79,10 @@ typedef struct OAuthAnswer {
         /* not OAUTH_TOKEN: what was wrong, for the log and the caller ("HTTP 500", "the body
          * is not JSON", "no access_token") */
         char problem[160];
+        /* aws_sts (aws.c): access_token is the SessionToken; these are the rest */
+        char aws_access_key_id[AWS_KEY_ID_MAX + 1];
+        char *aws_secret_access_key; /* secure memory */
+        char aws_expiration[AWS_EXPIRATION_MAX + 1];
 } OAuthAnswer;
 
 /* Reads a token endpoint's answer: status and body. Returns 0 with *ret filled (whatever the
@@ -76,3 +90,13 @@ typedef struct OAuthAnswer {
 int oauth_parse_response(long status, const char *body, size_t len, size_t max_token_bytes,
                          OAuthAnswer *ret);
 void oauth_answer_done(OAuthAnswer *a);
+
+/* For the parsers of answers (this one, aws.c's, google.c's), which fill an OAuthAnswer alike:
+ * - oauth_printable(): s[0..n) is printable ASCII, %x20-7E (RFC 6749's VSCHAR and space).
+ * - oauth_answer_bad(): the answer is OAUTH_BAD_RESPONSE, `what` its problem; returns 0, so
+ *   that a reader can end with `return oauth_answer_bad(a, "...")`.
+ * - oauth_answer_finish(): a parser's last step. r >= 0: moves *a into *ret and returns 0;
+ *   otherwise frees what *a holds and returns r, *ret untouched. */
+bool oauth_printable(const char *s, size_t n);
+int oauth_answer_bad(OAuthAnswer *a, const char *what);
+int oauth_answer_finish(OAuthAnswer *a, int r, OAuthAnswer *ret);

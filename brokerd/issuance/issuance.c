@@ -89,6 +89,9 @@ static void job_answer(MailboxMsg *m)
                 /* RFC 6749 §5.1: no scope in the answer means the scope asked for */
                 r.scope = t->scope ?: j->fed_scope;
                 r.issued_token_type = t->issued_token_type;
+                r.aws_access_key_id = t->aws_access_key_id;
+                r.aws_secret_access_key = t->aws_secret_access_key;
+                r.aws_expiration = t->aws_expiration;
         } else if (j->status == ISSUE_GRANTED) {
                 s->stats.grants++;
                 r.token = j->minted.token;
@@ -265,8 +268,11 @@ static bool job_work(TokenJob *j)
                 job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
                 return false;
         }
+        /* nbf backdated by keys.clock_skew: a relying party one second behind us would
+         * otherwise refuse a token minted this second. */
         r = jwt_mint(j->key, j->config->issuer, d.subject, req->audience, req->scopes,
-                     req->n_scopes, j->time_ms / 1000, d.ttl, &j->minted);
+                            req->n_scopes, j->time_ms / 1000, d.ttl, j->config->keys.clock_skew,
+                            &j->minted);
         if (r < 0) {
                 decision_done(&d);
                 job_internal(j, r, "Cannot sign token");

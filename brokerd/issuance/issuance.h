@@ -51,6 +51,8 @@ typedef struct IssueResult {
         const char *kid, *jti;
         /* when granted for an upstream: its token (instead of token, kid and jti) */
         const char *access_token, *token_type, *scope, *issued_token_type;
+        /* ... an aws_sts upstream's: the key pair beside the SessionToken (access_token) */
+        const char *aws_access_key_id, *aws_secret_access_key, *aws_expiration;
         /* not granted for an upstream: the upstream's OAuth2 error code, or NULL */
         const char *upstream_error;
 } IssueResult;

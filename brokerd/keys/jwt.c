@@ -36,9 +36,9 @@ static char *join_scopes(const char *const *scopes, size_t n)
         return s;
 }
 
-int jwt_mint(const SigningKey *k, const char *issuer, const char *subject, const char *audience,
-             const char *const *scopes, size_t n_scopes, int64_t now, uint64_t ttl,
-             MintedToken *ret)
+int jwt_mint(const SigningKey *k, const char *issuer, const char *subject,
+                    const char *audience, const char *const *scopes, size_t n_scopes, int64_t now,
+                    uint64_t ttl, uint64_t nbf_skew, MintedToken *ret)
 {
         unsigned char rnd[JTI_BYTES], sig[SIGNATURE_MAX], digest[crypto_hash_sha256_BYTES];
         _cleanup_(json_decrefp) json_t *claims = NULL;
@@ -55,8 +55,9 @@ int jwt_mint(const SigningKey *k, const char *issuer, const char *subject, const
 
         t.iat = now;
         t.exp = now + (int64_t) ttl;
+        t.nbf = now - (int64_t) MIN(nbf_skew, (uint64_t) MAX(now, (int64_t) 0));
         claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "iss", issuer, "sub", subject,
-                           "aud", audience, "iat", (json_int_t) t.iat, "nbf", (json_int_t) t.iat,
+                           "aud", audience, "iat", (json_int_t) t.iat, "nbf", (json_int_t) t.nbf,
                            "exp", (json_int_t) t.exp, "jti", jti);
         if (!claims)
                 return -ENOMEM;

@@ -245,7 +245,11 @@ int keyservice_rotate(KeyService *ks, int alg, json_t **ret_rotated)
 
         if (!rotated)
                 return -ENOMEM;
-        for (int a = 0; a < _ALG_MAX && r >= 0; a++) {
+        /* The default algorithm's series first, then the others in order: the admin's reply
+         * names the first one's new key. */
+        for (int nth = 0; nth < _ALG_MAX && r >= 0; nth++) {
+                int a = nth == 0 ? ALG_DEFAULT : nth <= ALG_DEFAULT ? nth - 1 : nth;
+
                 if ((alg >= 0 && a != alg) || !keystore_active(ks->store, a))
                         continue;
                 size_t first = ev.n;

@@ -5,7 +5,8 @@
  * The schedule runs on the event loop: a CLOCK_REALTIME timer at the next transition, plus a
  * periodic CLOCK_BOOTTIME tick that catches wall-clock jumps the timer would not notice. Each
  * transition becomes a lifecycle record (key_created, key_rotated, key_removed, key_revoked)
- * in the grant log, and DIR/jwks.json and DIR/.well-known/openid-configuration are rewritten.
+ * in the grant log, and the published files (DIR/jwks.json, the per-algorithm JWKS beside it and
+ * DIR/.well-known/openid-configuration; see publish.h) are rewritten.
  *
  * Threads: keyservice_active() from any thread (the workers mint with it); everything else on
  * the loop thread. Errors: -errno, logged where they happen. */
@@ -43,7 +44,8 @@ json_t *keyservice_jwks(KeyService *ks);
 json_t *keyservice_list(KeyService *ks);
 
 /* Every series now (alg < 0), or only `alg`'s: the new active key is the next key if one is
- * published already, else one made now. *ret_rotated: [{alg, kid, retired_kid}].
+ * published already, else one made now. *ret_rotated: [{alg, kid, retired_kid}], the default
+ * algorithm's series first.
  * -ENOENT when no series of that algorithm has an active key. */
 int keyservice_rotate(KeyService *ks, int alg, json_t **ret_rotated);
 

@@ -33,6 +33,31 @@ json_t *publish_discovery(const char *issuer, const bool algs[_ALG_MAX])
                          "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope");
 }
 
+/* Beside jwks.json, one JWKS per algorithm. */
+static const char *const alg_files[_ALG_MAX] = {
+    [ALG_EDDSA] = "jwks-eddsa.json",
+    [ALG_ES256] = "jwks-es256.json",
+    [ALG_RS256] = "jwks-rs256.json",
+};
+
+/* {"keys": [...]}: the keys of `jwks` whose "alg" is `alg`, in their order. */
+static json_t *jwks_of_alg(json_t *jwks, Alg alg)
+{
+        _cleanup_(json_decrefp) json_t *keys = json_array();
+        json_t *k;
+        size_t i;
+
+        if (!keys)
+                return NULL;
+        json_array_foreach (json_object_get(jwks, "keys"), i, k) {
+                const char *a = json_string_value(json_object_get(k, "alg"));
+
+                if (a && strcmp(a, alg_to_string(alg)) == 0 && json_array_append(keys, k) < 0)
+                        return NULL;
+        }
+        return json_pack("{s:O}", "keys", keys);
+}
+
 /* fsync() wants a descriptor opened for reading; the walk hands out O_PATH ones. */
 static int fsync_dir(int dir_fd)
 {
@@ -125,7 +150,13 @@ int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool 
         if (r < 0)
                 return log_error_errno(r, "Unsafe publish_directory: %s", err);
         r = write_atomic(dir_fd, dir, "jwks.json", jwks);
-        if (r >= 0)
-                r = write_atomic(wk_fd, wk, "openid-configuration", disc);
-        return r;
+        for (int a = 0; a < _ALG_MAX; a++) {
+                _cleanup_(json_decrefp) json_t *only = jwks_of_alg(jwks, a);
+                int q = only ? write_atomic(dir_fd, dir, alg_files[a], only) : log_oom();
+
+                if (r >= 0)
+                        r = q;
+        }
+        int q = write_atomic(wk_fd, wk, "openid-configuration", disc);
+        return r < 0 ? r : q;
 }

@@ -1,7 +1,11 @@
 /* Files for relying parties: DIR/jwks.json and DIR/.well-known/openid-configuration, so a web
  * server or bucket serving DIR at the issuer URL makes the broker an OIDC issuer (AWS, Google
- * and Azure workload identity federation, Vault). Each file is replaced atomically: a reader
- * sees the old or the new document, never a mix. */
+ * and Azure workload identity federation, Vault); beside them DIR/jwks-es256.json,
+ * jwks-rs256.json and jwks-eddsa.json, each the JWKS's keys of that one algorithm, for relying
+ * parties that take a JWKS inline and only some key types (Google: RSA and EC). Every file is
+ * written each time, an algorithm without keys as {"keys": []}, so none keeps a key that left
+ * jwks.json. Each file is replaced atomically: a reader sees the old or the new document, never
+ * a mix; the files are not replaced together. */
 #pragma once
 
 #include <jansson.h>
@@ -9,7 +13,9 @@
 
 #include "keys/alg.h"
 
-/* Writes both documents. `jwks` is {"keys": [...]}; `algs` the algorithms it holds keys for. */
+/* Writes every document, and tries each even when one fails (a revoked key leaves what can be
+ * written); returns the first error. `jwks` is {"keys": [...]}; `algs` the algorithms it holds
+ * keys for. */
 int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX]);
 
 /* The discovery document (also what the files hold). */

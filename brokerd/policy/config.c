@@ -461,7 +461,7 @@ static void parse_rule(Problems *p, json_t *r, size_t idx, const Config *c, Rule
                         (unsigned long long) ret->max_ttl, (unsigned long long) c->max_ttl);
         }
 
-        ret->alg = ALG_EDDSA;
+        ret->alg = ALG_DEFAULT;
         json_t *a = json_object_get(r, "alg");
         if (a) {
                 conf_join_path(kp, sizeof(kp), path, "alg");

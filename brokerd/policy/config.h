@@ -32,7 +32,7 @@ typedef struct Rule {
         char **scopes;
         size_t n_scopes;
         uint64_t max_ttl; /* seconds; the rule's own or the global one */
-        Alg alg;
+        Alg alg;          /* ALG_DEFAULT (ES256) unless the rule names one */
         char **upstreams; /* names of the upstreams this rule's callers may use */
         size_t n_upstreams;
 } Rule;
@@ -53,7 +53,8 @@ typedef struct Limits {
 typedef struct KeysConfig {
         uint64_t rotation_period; /* an active key signs this long (24h) */
         uint64_t publish_ahead;   /* a next key is published this long before it signs (1h) */
-        uint64_t clock_skew;      /* how far relying parties' clocks may lag (5m) */
+        uint64_t clock_skew;      /* how far relying parties' clocks may lag (5m); tokens'
+                                   * nbf is this much before their iat */
         uint64_t retention;       /* a retired key stays published: at least the longest
                                    * max_ttl plus clock_skew, which is also the default */
         unsigned rsa_bits;        /* RS256 key size (2048) */

@@ -22,7 +22,20 @@ static const char *const kind_names[_UPSTREAM_KIND_MAX] = {
     [UPSTREAM_CLIENT_CREDENTIALS] = "client_credentials",
     [UPSTREAM_TOKEN_EXCHANGE] = "token_exchange",
     [UPSTREAM_JWT_BEARER] = "jwt_bearer",
+    [UPSTREAM_AWS_STS] = "aws_sts",
+    [UPSTREAM_GCP_STS] = "gcp_sts",
+    [UPSTREAM_AZURE_AD] = "azure_ad",
 };
+
+#define KIND_NAMES                                                                            \
+        "client_credentials, token_exchange, jwt_bearer, aws_sts, gcp_sts or azure_ad"
+
+/* The presets' provider defaults. */
+#define AWS_STS_AUDIENCE      "sts.amazonaws.com"
+#define GCP_STS_ENDPOINT      "https://sts.googleapis.com/v1/token"
+#define GCP_SCOPE             "https://www.googleapis.com/auth/cloud-platform"
+#define AZURE_AUDIENCE        "api://AzureADTokenExchange"
+#define AZURE_AUTHORITY_HOST  "https://login.microsoftonline.com"
 
 static const char *const auth_names[_CLIENT_AUTH_MAX] = {
     [CLIENT_AUTH_SECRET_BASIC] = "client_secret_basic",
@@ -108,6 +121,22 @@ static void check_endpoint(Problems *p, const char *path, const char *url)
         curl_url_cleanup(u);
 }
 
+/* The endpoint URL at `key`, checked, into *ret; a copy of `fallback` when `key` is absent. */
+static void get_endpoint_or(Problems *p, json_t *u, const char *path, const char *key,
+                            const char *fallback, char **ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
+
+        if (!json_object_get(u, key)) {
+                if (!(*ret = strdup(fallback)))
+                        p->oom = true;
+                return;
+        }
+        conf_join_path(kp, sizeof(kp), path, key);
+        if (conf_get_string(p, u, path, key, true, URL_MAX, ret))
+                check_endpoint(p, kp, *ret);
+}
+
 /* RFC 7230 token characters: a header name. */
 static bool header_name_valid(const char *s)
 {
@@ -168,10 +197,12 @@ static void get_alg(Problems *p, json_t *o, const char *path, const char *key, A
 static void parse_subject_token(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
 {
         json_t *st = json_object_get(u, "subject_token");
-        char kp[160];
+        char kp[160], member[176];
         bool ok;
 
-        ret->subject_token.alg = ALG_EDDSA;
+        ret->subject_token.alg = ALG_DEFAULT;
+        if (ret->kind == UPSTREAM_AZURE_AD)
+                ret->subject_token.alg = ALG_RS256;
         ret->subject_token.ttl = 60;
         conf_join_path(kp, sizeof(kp), path, "subject_token");
         if (!st)
@@ -188,10 +219,19 @@ static void parse_subject_token(Problems *p, json_t *u, const char *path, Upstre
         conf_check_unknown_keys(p, st, kp, (const char *const[]){"audience", "alg", "ttl", NULL});
         conf_get_string(p, st, kp, "audience", false, AUDIENCE_MAX, &ret->subject_token.audience);
         get_alg(p, st, kp, "alg", &ret->subject_token.alg);
+        conf_join_path(member, sizeof(member), kp, "alg");
+        /* What the providers take (their documentation): AWS STS and Google RS256 or ES256;
+         * Entra's federated credentials RS256 only. */
+        if (ret->kind == UPSTREAM_AZURE_AD && ret->subject_token.alg != ALG_RS256)
+                conf_problem(p, member, "azure_ad takes RS256 only");
+        else if ((ret->kind == UPSTREAM_AWS_STS || ret->kind == UPSTREAM_GCP_STS) &&
+                 ret->subject_token.alg == ALG_EDDSA)
+                conf_problem(p, member, "%s takes RS256 or ES256, not EdDSA",
+                             kind_names[ret->kind]);
         if (conf_get_duration(p, st, kp, "ttl", 1, &ret->subject_token.ttl) &&
             ret->subject_token.ttl > 3600) {
-                conf_join_path(kp, sizeof(kp), kp, "ttl");
-                conf_problem(p, kp, "must be at most 1h: it only has to outlive the exchange");
+                conf_join_path(member, sizeof(member), kp, "ttl");
+                conf_problem(p, member, "must be at most 1h: it only has to outlive the exchange");
         }
 }
 
@@ -244,7 +284,7 @@ static void parse_client_auth(Problems *p, json_t *u, const char *path, Upstream
                              "client_credentials needs client authentication "
                              "(client_secret_basic, client_secret_post or private_key_jwt)");
 
-        ret->client_assertion_alg = ALG_EDDSA;
+        ret->client_assertion_alg = ALG_DEFAULT;
         conf_join_path(kp, sizeof(kp), path, "client_assertion_alg");
         if (json_object_get(u, "client_assertion_alg") &&
             ret->client_auth != CLIENT_AUTH_PRIVATE_KEY_JWT)
@@ -272,6 +312,15 @@ static void parse_breaker(Problems *p, json_t *u, const char *path, UpstreamConf
         get_ms(p, b, kp, "open_for", 1, &ret->breaker_open_for_ms);
 }
 
+#define COMMON_KEYS                                                                           \
+        "ca_file", "timeout", "connect_timeout", "deadline", "max_response_bytes",            \
+            "refresh_ahead", "min_remaining", "cache_max_entries", "circuit_breaker",         \
+            "request_id_header", "proxy"
+
+static void parse_oauth(Problems *p, json_t *u, const char *path, UpstreamConfig *ret);
+static void parse_preset(Problems *p, json_t *u, const char *path, UpstreamConfig *ret);
+static void parse_common(Problems *p, json_t *u, const char *path, UpstreamConfig *ret);
+
 static void parse_upstream(Problems *p, const char *name, json_t *u, UpstreamConfig *ret)
 {
         char path[BROKER_NAME_MAX + 32], kp[BROKER_NAME_MAX + 64];
@@ -293,22 +342,30 @@ static void parse_upstream(Problems *p, const char *name, json_t *u, UpstreamCon
         conf_check_object(p, u, path, &ok);
         if (!ok)
                 return;
+
+        v = conf_member(p, u, path, "kind", true);
+        conf_join_path(kp, sizeof(kp), path, "kind");
+        k = v ? get_enum(p, v, kp, kind_names, _UPSTREAM_KIND_MAX, KIND_NAMES) : -1;
+        ret->kind = k < 0 ? UPSTREAM_CLIENT_CREDENTIALS : (UpstreamKind) k;
+
+        if (upstream_kind_is_preset(ret->kind))
+                parse_preset(p, u, path, ret);
+        else
+                parse_oauth(p, u, path, ret);
+        parse_common(p, u, path, ret);
+}
+
+/* The keys of the generic OAuth2 kinds. */
+static void parse_oauth(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
+
         conf_check_unknown_keys(
             p, u, path,
             (const char *const[]){"kind", "token_endpoint", "client_id", "client_auth",
                                   "client_secret", "client_assertion_alg", "scope", "audience",
-                                  "resource", "requested_token_type", "subject_token", "ca_file",
-                                  "timeout", "connect_timeout", "deadline", "max_response_bytes",
-                                  "refresh_ahead", "min_remaining", "cache_max_entries",
-                                  "circuit_breaker", "request_id_header", "proxy", NULL});
-
-        v = conf_member(p, u, path, "kind", true);
-        conf_join_path(kp, sizeof(kp), path, "kind");
-        k = v ? get_enum(p, v, kp, kind_names, _UPSTREAM_KIND_MAX,
-                         "client_credentials, token_exchange or jwt_bearer")
-              : -1;
-        ret->kind = k < 0 ? UPSTREAM_CLIENT_CREDENTIALS : (UpstreamKind) k;
-
+                                  "resource", "requested_token_type", "subject_token", COMMON_KEYS,
+                                  NULL});
         conf_join_path(kp, sizeof(kp), path, "token_endpoint");
         if (conf_get_string(p, u, path, "token_endpoint", true, URL_MAX, &ret->token_endpoint))
                 check_endpoint(p, kp, ret->token_endpoint);
@@ -326,6 +383,12 @@ static void parse_upstream(Problems *p, const char *name, json_t *u, UpstreamCon
             ret->kind != UPSTREAM_TOKEN_EXCHANGE)
                 conf_problem(p, kp, "only for token_exchange");
         parse_subject_token(p, u, path, ret);
+}
+
+/* What every kind has: transport, timeouts, cache, breaker. */
+static void parse_common(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
 
         conf_join_path(kp, sizeof(kp), path, "ca_file");
         if (json_object_get(u, "ca_file"))
@@ -363,6 +426,178 @@ static void parse_upstream(Problems *p, const char *name, json_t *u, UpstreamCon
                 conf_problem(p, kp, "\"%s\" is not a valid HTTP header name",
                              ret->request_id_header);
         conf_get_string(p, u, path, "proxy", false, URL_MAX, &ret->proxy);
+}
+
+/* A string of `len` bytes all in `allowed` (and ASCII letters and digits). */
+static bool plain(const char *s, size_t min, size_t max, const char *allowed)
+{
+        size_t n = 0;
+
+        for (; s[n]; n++)
+                if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+                      (s[n] >= '0' && s[n] <= '9') || strchr(allowed, s[n])))
+                        return false;
+        return n >= min && n <= max;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+        size_t n = strlen(s), m = strlen(suffix);
+
+        return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* aws_sts: AssumeRoleWithWebIdentity
+ * (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html). */
+static void parse_aws(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
+
+        conf_join_path(kp, sizeof(kp), path, "role_arn");
+        if (conf_get_string(p, u, path, "role_arn", true, 2048, &ret->role_arn) &&
+            (strncmp(ret->role_arn, "arn:", 4) != 0 || !strstr(ret->role_arn, ":role/")))
+                conf_problem(p, kp, "not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME): \"%s\"",
+                             ret->role_arn);
+        conf_join_path(kp, sizeof(kp), path, "region");
+        if (conf_get_string(p, u, path, "region", false, 32, &ret->region) &&
+            !plain(ret->region, 1, 32, "-"))
+                conf_problem(p, kp, "not a region name (e.g. eu-west-1): \"%s\"", ret->region);
+        conf_join_path(kp, sizeof(kp), path, "token_endpoint");
+        if (json_object_get(u, "token_endpoint")) {
+                if (conf_get_string(p, u, path, "token_endpoint", true, URL_MAX,
+                                    &ret->token_endpoint))
+                        check_endpoint(p, kp, ret->token_endpoint);
+        } else if (ret->region) {
+                if (asprintf(&ret->token_endpoint, "https://sts.%s.amazonaws.com/", ret->region) < 0) {
+                        ret->token_endpoint = NULL;
+                        p->oom = true;
+                }
+        } else if (!json_object_get(u, "region"))
+                conf_problem(p, path, "aws_sts needs region (or token_endpoint)");
+        ret->duration = 3600;
+        conf_join_path(kp, sizeof(kp), path, "duration");
+        if (conf_get_duration(p, u, path, "duration", 900, &ret->duration) &&
+            ret->duration > 43200)
+                conf_problem(p, kp, "AWS allows at most 12h");
+}
+
+/* gcp_sts: Google STS token exchange
+ * (https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token), then, with
+ * service_account_impersonation_url, IAM Credentials generateAccessToken
+ * (https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken). */
+static void parse_gcp(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
+
+        conf_join_path(kp, sizeof(kp), path, "audience");
+        if (conf_get_string(p, u, path, "audience", true, PARAM_MAX, &ret->audience) &&
+            (strncmp(ret->audience, "//iam.googleapis.com/projects/", 30) != 0 ||
+             !strstr(ret->audience, "/locations/global/workloadIdentityPools/") ||
+             !strstr(ret->audience, "/providers/")))
+                conf_problem(p, kp,
+                             "not a workload identity provider (//iam.googleapis.com/projects/"
+                             "NUMBER/locations/global/workloadIdentityPools/POOL/providers/"
+                             "PROVIDER): \"%s\"",
+                             ret->audience);
+        conf_join_path(kp, sizeof(kp), path, "scope");
+        if (conf_get_string(p, u, path, "scope", false, PARAM_MAX, &ret->scope))
+                check_scope(p, kp, ret->scope);
+        else if (!json_object_get(u, "scope") && !(ret->scope = strdup(GCP_SCOPE)))
+                p->oom = true;
+        get_endpoint_or(p, u, path, "token_endpoint", GCP_STS_ENDPOINT, &ret->token_endpoint);
+        conf_join_path(kp, sizeof(kp), path, "service_account_impersonation_url");
+        if (conf_get_string(p, u, path, "service_account_impersonation_url", false, URL_MAX,
+                            &ret->impersonation_url)) {
+                check_endpoint(p, kp, ret->impersonation_url);
+                if (!has_suffix(ret->impersonation_url, ":generateAccessToken"))
+                        conf_problem(p, kp,
+                                     "expected .../serviceAccounts/EMAIL:generateAccessToken");
+        }
+        ret->lifetime = 3600;
+        conf_join_path(kp, sizeof(kp), path, "lifetime");
+        if (conf_get_duration(p, u, path, "lifetime", 1, &ret->lifetime)) {
+                if (!ret->impersonation_url)
+                        conf_problem(p, kp, "only with service_account_impersonation_url (the "
+                                            "STS token's lifetime is Google's)");
+                else if (ret->lifetime > 43200)
+                        conf_problem(p, kp, "Google allows at most 12h");
+        }
+}
+
+/* azure_ad: Entra ID client credentials with a federated client assertion
+ * (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow#third-case-access-token-request-with-a-federated-credential). */
+static void parse_azure(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        char kp[BROKER_NAME_MAX + 64];
+        const char *host;
+        size_t n;
+
+        conf_join_path(kp, sizeof(kp), path, "tenant");
+        if (conf_get_string(p, u, path, "tenant", true, 128, &ret->tenant) &&
+            !plain(ret->tenant, 1, 128, "-."))
+                conf_problem(p, kp, "not a tenant id or domain: \"%s\"", ret->tenant);
+        conf_get_string(p, u, path, "client_id", true, PARAM_MAX, &ret->client_id);
+        conf_join_path(kp, sizeof(kp), path, "scope");
+        if (conf_get_string(p, u, path, "scope", true, PARAM_MAX, &ret->scope))
+                check_scope(p, kp, ret->scope);
+        get_endpoint_or(p, u, path, "authority_host", AZURE_AUTHORITY_HOST, &ret->authority_host);
+        if (!ret->authority_host || !ret->tenant)
+                return;
+        host = ret->authority_host;
+        n = strlen(host);
+        while (n > 0 && host[n - 1] == '/')
+                n--;
+        if (asprintf(&ret->token_endpoint, "%.*s/%s/oauth2/v2.0/token", (int) n, host,
+                     ret->tenant) < 0) {
+                ret->token_endpoint = NULL;
+                p->oom = true;
+        }
+}
+
+/* A cloud preset: the provider's keys, no client authentication of ours (the broker's JWT is
+ * the credential), and the subject token's provider defaults. */
+static void parse_preset(Problems *p, json_t *u, const char *path, UpstreamConfig *ret)
+{
+        const char *audience = NULL;
+
+        switch (ret->kind) {
+        case UPSTREAM_AWS_STS:
+                conf_check_unknown_keys(p, u, path,
+                                        (const char *const[]){"kind", "role_arn", "region",
+                                                              "duration", "token_endpoint",
+                                                              "subject_token", COMMON_KEYS, NULL});
+                parse_aws(p, u, path, ret);
+                audience = AWS_STS_AUDIENCE;
+                break;
+        case UPSTREAM_GCP_STS:
+                conf_check_unknown_keys(
+                    p, u, path,
+                    (const char *const[]){"kind", "audience", "scope",
+                                          "service_account_impersonation_url", "lifetime",
+                                          "token_endpoint", "subject_token", COMMON_KEYS, NULL});
+                parse_gcp(p, u, path, ret);
+                break;
+        default:
+                conf_check_unknown_keys(p, u, path,
+                                        (const char *const[]){"kind", "tenant", "client_id",
+                                                              "scope", "authority_host",
+                                                              "subject_token", COMMON_KEYS, NULL});
+                parse_azure(p, u, path, ret);
+                audience = AZURE_AUDIENCE;
+                break;
+        }
+        ret->client_auth = CLIENT_AUTH_NONE;
+        parse_subject_token(p, u, path, ret);
+        if (ret->subject_token.audience)
+                return;
+        /* Google's default allowed audience of a provider is its resource name as a URL. */
+        if (ret->kind == UPSTREAM_GCP_STS && ret->audience) {
+                if (asprintf(&ret->subject_token.audience, "https:%s", ret->audience) < 0) {
+                        ret->subject_token.audience = NULL;
+                        p->oom = true;
+                }
+        } else if (audience && !(ret->subject_token.audience = strdup(audience)))
+                p->oom = true;
 }
 
 void upstream_config_parse(Problems *p, json_t *root, UpstreamConfig **ret, size_t *ret_n)
@@ -427,6 +662,11 @@ void upstream_config_free(UpstreamConfig *u, size_t n)
                 free(u[i].ca_file);
                 free(u[i].request_id_header);
                 free(u[i].proxy);
+                free(u[i].role_arn);
+                free(u[i].region);
+                free(u[i].impersonation_url);
+                free(u[i].tenant);
+                free(u[i].authority_host);
         }
         free(u);
 }

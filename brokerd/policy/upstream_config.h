@@ -4,7 +4,9 @@
  *
  * Invariants once parsed: the token endpoint is https, or http to a loopback address literal
  * (127.0.0.0/8, ::1); client_secret is the *name* of a stored secret, present exactly when
- * client_auth needs one; subject_token is set only for the kinds that send a broker JWT;
+ * client_auth needs one; subject_token is set only for the kinds that send a broker JWT (the
+ * presets always do: their defaults are the provider's, never EdDSA, which AWS and Azure
+ * refuse); a preset's token_endpoint is filled in from its region or authority;
  * every duration is in milliseconds. Errors carry their JSON path, like the rest of the
  * config. */
 #pragma once
@@ -21,6 +23,10 @@ typedef enum UpstreamKind {
         UPSTREAM_CLIENT_CREDENTIALS, /* RFC 6749 §4.4 */
         UPSTREAM_TOKEN_EXCHANGE,     /* RFC 8693, the broker's JWT as subject_token */
         UPSTREAM_JWT_BEARER,         /* RFC 7523 §2.1, the broker's JWT as assertion */
+        /* Cloud presets (upstream_presets.c): their wire is the provider's, not only OAuth2 */
+        UPSTREAM_AWS_STS,  /* AssumeRoleWithWebIdentity (query API, XML answer) */
+        UPSTREAM_GCP_STS,  /* Google STS token exchange, then optionally generateAccessToken */
+        UPSTREAM_AZURE_AD, /* Entra ID client credentials with a federated client assertion */
         _UPSTREAM_KIND_MAX,
 } UpstreamKind;
 
@@ -61,7 +67,21 @@ typedef struct UpstreamConfig {
         int64_t breaker_open_for_ms;
         char *request_id_header; /* "X-Request-Id" */
         char *proxy;             /* NULL: none, whatever the environment says */
+        /* aws_sts */
+        char *role_arn, *region;
+        uint64_t duration; /* seconds, DurationSeconds */
+        /* gcp_sts (audience and scope above are Google's) */
+        char *impersonation_url; /* NULL: the STS token is the answer */
+        uint64_t lifetime;       /* seconds, of the impersonated token */
+        /* azure_ad (client_id and scope above are Entra's; token_endpoint is derived) */
+        char *tenant, *authority_host;
 } UpstreamConfig;
+
+/* Whether the kind is a cloud preset (the broker speaks the provider's protocol). */
+static inline bool upstream_kind_is_preset(UpstreamKind k)
+{
+        return k == UPSTREAM_AWS_STS || k == UPSTREAM_GCP_STS || k == UPSTREAM_AZURE_AD;
+}
 
 /* Parses the top-level "upstreams" object (may be absent) into *ret (n in *ret_n). */
 void upstream_config_parse(Problems *p, json_t *root, UpstreamConfig **ret, size_t *ret_n);

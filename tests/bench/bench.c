@@ -162,7 +162,7 @@ static int run_ceiling(Alg alg, double seconds)
                 for (int i = 0; i < 100; i++) {
                         MintedToken t;
                         if (jwt_mint(k, "https://broker.bench", "spiffe://bench/uid/0",
-                                     "https://api.bench", NULL, 0, (int64_t) time(NULL), 300,
+                                     "https://api.bench", NULL, 0, (int64_t) time(NULL), 300, 0,
                                      &t) < 0)
                                 return 1;
                         minted_token_done(&t);

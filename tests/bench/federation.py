@@ -10,17 +10,16 @@ Prints one line at the end:
               cold_p50_us=N cold_max_us=N upstream_calls_per_round=R
 Needs node with tests/integration/node installed (npm ci); prints a skip line without it."""
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import oauth  # noqa: E402
+from harness import Broker, bin_dir  # noqa: E402
 
 BUILD = os.environ["BROKER_BUILD"]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -52,36 +51,19 @@ def main():
                             "https://as.bench", clients, untrusted=False)
     try:
         srv.start()
-        sock = os.path.join(tmp, "run", "workload", "broker.sock")
-        admin = os.path.join(tmp, "run", "admin.sock")
-        key = os.path.join(tmp, "master.key")
-        subprocess.run([f"{BUILD}/brokerd", "--generate-master-key", key], check=True,
-                       capture_output=True)
-        config = {
-            "issuer": "https://broker.bench", "master_key_file": key,
-            "listen": {"workload": sock, "admin": admin},
-            "state_directory": os.path.join(tmp, "state"),
-            "audit": {"database": os.path.join(tmp, "state", "audit.db")},
-            "publish_directory": pub,
-            "limits": {"rate": 0},
-            "upstreams": {"bench": {"kind": "client_credentials",
-                                    "token_endpoint": srv.token_endpoint,
-                                    "ca_file": srv.ca_file, "client_id": "bench",
-                                    "client_auth": "client_secret_basic",
-                                    "client_secret": "bench", "scope": "read"}},
-            "rules": [{"name": "bench", "match": {"uid": os.getuid()},
-                       "subject": "spiffe://bench/uid/{uid}", "audiences": [],
-                       "scopes": ["read"], "upstreams": ["bench"]}],
-        }
-        with open(os.path.join(tmp, "brokerd.json"), "w") as f:
-            json.dump(config, f)
-        log = open(os.path.join(tmp, "brokerd.log"), "wb")
-        broker = subprocess.Popen([f"{BUILD}/brokerd", "--config",
-                                   os.path.join(tmp, "brokerd.json")], stderr=log)
-        for _ in range(200):
-            if os.path.exists(admin):
-                break
-            time.sleep(0.05)
+        broker = Broker(
+            rules=[{"name": "bench", "match": {"uid": os.getuid()},
+                    "subject": "spiffe://bench/uid/{uid}", "audiences": [],
+                    "scopes": ["read"], "upstreams": ["bench"]}],
+            tmp=tmp,
+            extra={"issuer": "https://broker.bench", "publish_directory": pub,
+                   "limits": {"rate": 0},
+                   "upstreams": {"bench": {"kind": "client_credentials",
+                                           "token_endpoint": srv.token_endpoint,
+                                           "ca_file": srv.ca_file, "client_id": "bench",
+                                           "client_auth": "client_secret_basic",
+                                           "client_secret": "bench", "scope": "read"}}})
+        sock, admin = broker.workload, broker.admin
 
         def set_secret():  # also empties the cache of the upstream that uses it
             subprocess.run([f"{BUILD}/brokerctl", "--admin-socket", admin, "secret", "set",
@@ -119,10 +101,10 @@ def main():
         return 0
     finally:
         if broker:
-            broker.terminate()
-            broker.wait()
+            broker.stop()
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(bin_dir(), ignore_errors=True)
 
 
 if __name__ == "__main__":

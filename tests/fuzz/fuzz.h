@@ -3,6 +3,7 @@
  * crashing. ASan, UBSan and LeakSanitizer (per input) report the rest. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,4 +30,15 @@ static inline char *fuzz_string(const uint8_t *data, size_t size)
         memcpy(s, data, size);
         s[size] = '\0';
         return s;
+}
+
+/* Whether s[0..n) is printable ASCII (0x20-0x7e): what a harness checks of text that reaches a
+ * log line or a caller. Written here, not taken from the code under test, so that the check
+ * stays independent of it. */
+static inline bool fuzz_printable(const char *s, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
+                        return false;
+        return true;
 }

@@ -24,27 +24,16 @@ at once. Tokens are opaque; introspect() says which client and subject a token w
 
 import datetime
 import ipaddress
-import json
 import os
-import select
-import shutil
-import signal
 import socket
-import subprocess
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
-SERVER_SCRIPT = os.path.join(NODE_DIR, "oauth_server.mjs")
-READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 5.0
+from nodeserver import NODE_DIR, NodeServer  # noqa: F401 (NODE_DIR: for callers)
 
 
 def free_port():
@@ -143,10 +132,11 @@ def make_pki(dirpath):
 
 # --- the server -----------------------------------------------------------------------------
 
-class OAuthServer:
-    """node/oauth_server.mjs as a context manager. Listeners bind to 127.0.0.1 on ports the
-    server picks itself (no window for another process to take them); issuer, token_endpoint
-    and the ports are known once start() returns, before the broker needs them.
+class OAuthServer(NodeServer):
+    """node/oauth_server.mjs as a context manager (nodeserver.py: start, stop, stderr()).
+    Listeners bind to 127.0.0.1 on ports the server picks itself (no window for another process
+    to take them); issuer, token_endpoint and the ports are known once start() returns, before
+    the broker needs them.
 
     tls: the provider is served over https with a certificate from make_pki's CA (ca_file);
          without it, plain http and ca_file is None.
@@ -154,11 +144,13 @@ class OAuthServer:
          untrusted CA (untrusted_token_endpoint), for testing that the broker refuses it.
     """
 
+    NAME = "oauth"
+
     def __init__(self, tmpdir, broker_jwks_path, broker_issuer, subject_audience, clients,
                  tls=True, untrusted=True, access_token_ttl=3600):
         if untrusted and not tls:
             raise ValueError("the untrusted listener needs tls=True")
-        self.tmpdir = tmpdir
+        super().__init__(tmpdir)
         self.broker_jwks_path = broker_jwks_path
         self.broker_issuer = broker_issuer
         self.subject_audience = subject_audience
@@ -174,14 +166,8 @@ class OAuthServer:
         self.untrusted_token_endpoint = None
         self.port = None
         self.untrusted_port = None
-        self.control_port = None
-        self.stderr_path = os.path.join(tmpdir, "oauth_server.stderr")
-        self.proc = None
 
     def start(self):
-        node = shutil.which("node")
-        if node is None:
-            raise RuntimeError("oauth server: node is not on PATH")
         config = {
             "port": 0,
             "control_port": 0,
@@ -199,91 +185,17 @@ class OAuthServer:
                 self.untrusted_ca_file = self.pki["untrusted_ca"]
                 config.update(untrusted_port=0, untrusted_cert=self.pki["untrusted_cert"],
                               untrusted_key=self.pki["untrusted_key"])
-        config_path = os.path.join(self.tmpdir, "oauth_server.json")
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=1)
-
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen([node, SERVER_SCRIPT, config_path], cwd=NODE_DIR,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=stderr)
-        try:
-            ready = self._read_ready()
-        except Exception:
-            self.stop()
-            raise
+        ready = self._launch(config)
         self.issuer = ready["issuer"]
         self.token_endpoint = ready["token_endpoint"]
         self.port = ready["port"]
         self.untrusted_port = ready["untrusted_port"]
-        self.control_port = ready["control_port"]
         if self.untrusted_port is not None:
             path = urllib.parse.urlsplit(self.token_endpoint).path
             self.untrusted_token_endpoint = f"https://127.0.0.1:{self.untrusted_port}{path}"
         return self
 
-    def _read_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                raise RuntimeError(f"oauth server: not ready after {READY_TIMEOUT:.0f} s\n"
-                                   + self.stderr())
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(f"oauth server exited ({self.proc.wait()}) before ready\n"
-                                   + self.stderr())
-            line += chunk
-        try:
-            ready = json.loads(line)
-        except ValueError:
-            raise RuntimeError(f"oauth server: bad ready line {line!r}\n" + self.stderr())
-        if not ready.get("ready"):
-            raise RuntimeError(f"oauth server: bad ready line {line!r}\n" + self.stderr())
-        return ready
-
-    def stderr(self):
-        """What the server has written to stderr so far (oidc-provider's warnings included)."""
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self):
-        """SIGTERM, then SIGKILL after 5 s. Returns the exit status (0 after a clean SIGTERM)."""
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stdout.close()
-        return proc.returncode
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # --- control listener ---------------------------------------------------------------
-
-    def _control(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}", data=data,
-                                     method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"oauth control {method} {path}: {e.code} {e.read()!r}") from None
 
     def stats(self):
         """{"token_requests", "by_grant", "by_client", "request_ids" (last 200 X-Request-Id

@@ -13,7 +13,6 @@ import ssl
 import sys
 import tempfile
 import time
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,14 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oauth  # noqa: E402
+from selftest import (ASSERTION_TYPE, BROKER_ISS, TOKEN_EXCHANGE, TYPE_ACCESS_TOKEN,  # noqa: E402
+                      TYPE_JWT, Key, Suite, request, write_jwks)
 
-BROKER_ISS = "https://broker.test"
 SUBJECT_AUD = "https://as.test/exchange"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
-TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 CLIENTS = [
     {"client_id": "cc-basic", "client_secret": "basic-secret",
@@ -50,31 +46,11 @@ CLIENTS = [
 ]
 
 
-class Key:
-    """A broker signing key: the private key, its alg and kid, and its public JWK."""
-
-    def __init__(self, kid, alg, private):
-        self.kid, self.alg, self.private = kid, alg, private
-        algorithm = jwt.get_algorithm_by_name(alg)
-        self.jwk = {**json.loads(algorithm.to_jwk(private.public_key())),
-                    "kid": kid, "alg": alg, "use": "sig"}
-
-    def sign(self, claims):
-        return jwt.encode(claims, self.private, algorithm=self.alg, headers={"kid": self.kid})
-
-
 ED = Key("ed-1", "EdDSA", ed25519.Ed25519PrivateKey.generate())
 EC = Key("ec-1", "ES256", ec.generate_private_key(ec.SECP256R1()))
 RSA = Key("rsa-1", "RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
 # Same kid as ED but never published: its signatures must fail, not merely miss a key.
 ROGUE = Key("ed-1", "EdDSA", ed25519.Ed25519PrivateKey.generate())
-
-
-def write_jwks(path, keys):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"keys": [k.jwk for k in keys]}, f)
-    os.replace(tmp, path)  # atomically, as a rotating broker would
 
 
 def client_assertion(key, client_id, aud, **over):
@@ -93,50 +69,23 @@ def broker_jwt(key, sub="spiffe://test/alice", **over):
     return key.sign(claims)
 
 
-class Response:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
 def post(url, form, ctx, basic=None, headers=None, timeout=10):
-    req = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(),
-                                 method="POST", headers=dict(headers or {}))
-    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    headers = {**(headers or {}), "Content-Type": "application/x-www-form-urlencoded"}
     if basic:
         # RFC 6749 §2.3.1: each part form-urlencoded before base64.
         creds = ":".join(urllib.parse.quote_plus(p) for p in basic)
-        req.add_header("Authorization", "Basic " + base64.b64encode(creds.encode()).decode())
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
-            return Response(r.status, r.headers, r.read())
-    except urllib.error.HTTPError as e:
-        return Response(e.code, e.headers, e.read())
+        headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
+    return request("POST", url, urllib.parse.urlencode(form).encode(), headers, ctx, timeout)
 
 
-class SelfTest:
+class SelfTest(Suite):
     def __init__(self, srv, jwks_path):
-        self.srv = srv
+        super().__init__(srv)
         self.jwks_path = jwks_path
         self.ctx = ssl.create_default_context(cafile=srv.ca_file)
-        self.passed = 0
-        self.failed = 0
 
     def token(self, form, **kw):
         return post(self.srv.token_endpoint, form, self.ctx, **kw)
-
-    def check(self, name, fn):
-        self.srv.reset()
-        try:
-            fn()
-        except Exception:
-            self.failed += 1
-            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
-        else:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
 
     # --- helpers ---
 
@@ -491,10 +440,6 @@ class SelfTest:
         return post(url, {"grant_type": "client_credentials"}, ctx,
                     basic=("cc-basic", "basic-secret"))
 
-    def run(self):
-        for name in sorted(n for n in dir(self) if n.startswith("test_")):
-            self.check(name, getattr(self, name))
-
 
 def plain_http_check(tmp, jwks_path):
     """tls=False: the provider on plain http, no untrusted listener."""
@@ -519,28 +464,12 @@ def main():
                   flush=True)
             suite = SelfTest(srv, jwks_path)
             suite.run()
-            status = srv.stop()
-        # Outside the server's lifetime: its exit status, and plain-http mode.
-        if status == 0:
-            suite.passed += 1
-            print("ok   sigterm_exit_status", flush=True)
-        else:
-            suite.failed += 1
-            print(f"FAIL sigterm_exit_status: {status}\n{srv.stderr()}", flush=True)
+            suite.stop_server()
+        # Outside the server's lifetime: plain-http mode.
         http_dir = os.path.join(tmp, "plain")
         os.mkdir(http_dir)
-        try:
-            plain_http_check(http_dir, jwks_path)
-        except Exception:
-            suite.failed += 1
-            print(f"FAIL plain_http\n{traceback.format_exc()}", flush=True)
-        else:
-            suite.passed += 1
-            print("ok   plain_http", flush=True)
-        if suite.failed:
-            print("--- server stderr ---\n" + srv.stderr(), flush=True)
-    print(f"selftest: {suite.passed} passed, {suite.failed} failed")
-    return 1 if suite.failed else 0
+        suite.record("plain_http", lambda: plain_http_check(http_dir, jwks_path))
+        return suite.finish()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The key lifecycle against the real daemon: three algorithms verified by three independent
 JOSE libraries (PyJWT, jwcrypto, Node's jose), scheduled rotation with pre-publication and
 retention, admin rotate/revoke, a schedule that survives restarts, sealed keys that never
-appear in plaintext, master key checks, published JWKS and OIDC discovery, process hardening
-and the `keys` configuration. Periods are seconds; the tests poll with deadlines."""
+appear in plaintext, master key checks, published JWKS (whole and per algorithm) and OIDC
+discovery, process hardening, the `keys` configuration, and nbf backdated by keys.clock_skew
+for relying parties whose clocks lag. Periods are seconds; the tests poll with deadlines."""
 
 import base64
 import json
@@ -13,16 +14,21 @@ import stat
 import subprocess
 import tempfile
 import time
+from datetime import datetime
+from types import SimpleNamespace
+from unittest import mock
 
+import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 from jwcrypto import jwk as cjwk
+from jwcrypto import jwt as cjwt
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
 from harness import (ISSUER, BrokerTestCase, as_user, brokerd_path, sanitizer_env,
-                     token_header, verify_token)
+                     token_claims, token_header, verify_token)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node")
@@ -32,6 +38,9 @@ AUD = "https://api.test"
 AUD_ES = "https://es.test"
 AUD_RS = "https://rs.test"
 ALGS = ("EdDSA", "ES256", "RS256")
+DEFAULT_ALG = "ES256"  # a rule's alg when it names none; its series always exists
+# `rotate` of every series: the default algorithm's first (the reply's "kid"), then the others
+ROTATE_ORDER = ("ES256", "EdDSA", "RS256")
 
 # One rule per algorithm, told apart by the caller's real uid (first match decides).
 THREE_ALGS = [
@@ -44,6 +53,7 @@ THREE_ALGS = [
 ]
 CALLER = {"EdDSA": (None, AUD), "ES256": (as_user(4001), AUD_ES),
           "RS256": (as_user(4002), AUD_RS)}
+ROOT = (None, AUD)  # the caller and audience of the harness's default rule (no alg)
 
 # RFC 7517/7518 members that may appear in a public JWK; the private ones must never.
 PUBLIC_MEMBERS = {"kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256",
@@ -196,8 +206,8 @@ class KeysTestCase(BrokerTestCase):
         self.assertEqual(len(act), 1, f"exactly one active {alg} key wanted: {act}")
         return act[0]
 
-    def token_of(self, b, alg, **kw):
-        user, aud = CALLER[alg]
+    def token_of(self, b, alg, caller=None, **kw):
+        user, aud = caller or CALLER[alg]
         r = b.ctl("token", "--audience", aud, "--json", user=user, **kw)
         self.assertEqual(r.returncode, 0, f"{alg} token: {r.stderr}")
         resp = json.loads(r.stdout)
@@ -336,7 +346,7 @@ class RotationTest(KeysTestCase):
             "keys": {"rotation_period": self.PERIOD, "publish_ahead": self.AHEAD,
                      "clock_skew": self.SKEW},
             "tokens": {"default_ttl": self.TTL, "max_ttl": self.TTL}})
-        first = self.active(b, "EdDSA")
+        first = self.active(b, DEFAULT_ALG)
         t0 = first["activated_at"]
         kid_a = first["kid"]
         # Until the second rotation (t0 + 2 periods) and a little more: next key B, rotation
@@ -359,7 +369,7 @@ class RotationTest(KeysTestCase):
                 first_seen.setdefault(kid, ta)
 
             tr = time.time()
-            resp = self.token_of(b, "EdDSA")
+            resp = self.token_of(b, DEFAULT_ALG, caller=ROOT)
             signing = resp["kid"]
             first_used.setdefault(signing, tr)
             tokens.append((resp["token"], signing, resp["expires_at"]))
@@ -380,10 +390,11 @@ class RotationTest(KeysTestCase):
             time.sleep(0.05)
 
         listing = {k["kid"]: k for k in self.keys(b)}
-        eddsa = sorted((k for k in listing.values() if k["alg"] == "EdDSA"),
-                       key=lambda k: k["created_at"])
-        self.assertEqual(len(eddsa), 3, listing)
-        a, nb, nc = eddsa
+        series = sorted((k for k in listing.values() if k["alg"] == DEFAULT_ALG),
+                        key=lambda k: k["created_at"])
+        self.assertEqual(len(series), 3, listing)
+        self.assertEqual(len(listing), 3, "a series no rule asks for")
+        a, nb, nc = series
         self.assertEqual(a["kid"], kid_a)
 
         # The schedule, from the daemon's own records (whole seconds).
@@ -425,12 +436,12 @@ class RotationTest(KeysTestCase):
         ev = [(e["event"], e["alg"], e["kid"], e.get("state"), e.get("retired_kid"))
               for e in self.key_events(b)]
         self.assertEqual(ev[:6], [
-            ("key_created", "EdDSA", a["kid"], "active", None),
-            ("key_created", "EdDSA", nb["kid"], "next", None),
-            ("key_rotated", "EdDSA", nb["kid"], None, a["kid"]),
-            ("key_created", "EdDSA", nc["kid"], "next", None),
-            ("key_removed", "EdDSA", a["kid"], None, None),
-            ("key_rotated", "EdDSA", nc["kid"], None, nb["kid"]),
+            ("key_created", DEFAULT_ALG, a["kid"], "active", None),
+            ("key_created", DEFAULT_ALG, nb["kid"], "next", None),
+            ("key_rotated", DEFAULT_ALG, nb["kid"], None, a["kid"]),
+            ("key_created", DEFAULT_ALG, nc["kid"], "next", None),
+            ("key_removed", DEFAULT_ALG, a["kid"], None, None),
+            ("key_rotated", DEFAULT_ALG, nc["kid"], None, nb["kid"]),
         ])
 
 
@@ -464,9 +475,10 @@ class AdminKeysTest(KeysTestCase):
         t = int(time.time())
         resp = self.admin_json(b, "rotate")
         t2 = int(time.time())
-        self.assertEqual([r["alg"] for r in resp["rotated"]], list(ALGS))
-        self.assertEqual([r["retired_kid"] for r in resp["rotated"]], [old[a] for a in ALGS])
-        self.assertEqual(resp["kid"], resp["rotated"][0]["kid"])
+        self.assertEqual([r["alg"] for r in resp["rotated"]], list(ROTATE_ORDER))
+        self.assertEqual([r["retired_kid"] for r in resp["rotated"]],
+                         [old[a] for a in ROTATE_ORDER])
+        self.assertEqual(resp["kid"], resp["rotated"][0]["kid"])  # the default algorithm's
         new = {r["alg"]: r["kid"] for r in resp["rotated"]}
         self.assertEqual(set(new.values()) & set(old.values()), set())
         listing = {k["kid"]: k for k in self.keys(b)}
@@ -545,7 +557,7 @@ class AdminKeysTest(KeysTestCase):
         ev = [(e["event"], e["alg"], e["kid"], e.get("state"), e.get("retired_kid"),
                e.get("replacement_kid")) for e in self.key_events(b)]
         want = [("key_created", a, old[a], "active", None, None) for a in ALGS]
-        for a in ALGS:
+        for a in ROTATE_ORDER:
             want += [("key_created", a, new[a], "active", None, None),
                      ("key_rotated", a, new[a], None, old[a], None)]
         want += [("key_created", "ES256", es2, "active", None, None),
@@ -578,7 +590,7 @@ class RestartTest(KeysTestCase):
         b.start()
         self.assertLess(time.time(), next_at, "restart too slow to test the schedule")
         self.assertEqual(self.keys(b), k0)
-        self.assertEqual(self.token_of(b, "EdDSA")["kid"], a["kid"])
+        self.assertEqual(self.token_of(b, DEFAULT_ALG, caller=ROOT)["kid"], a["kid"])
 
         # the next key comes at the originally scheduled time
         k1 = wait_until(lambda: (lambda ks: ks if len(ks) == 2 else None)(self.keys(b)),
@@ -595,7 +607,7 @@ class RestartTest(KeysTestCase):
         k2 = self.keys(b)
         self.assertLess(time.time(), rotate_at, "restart too slow to test the schedule")
         self.assertEqual(k2, k1)
-        self.assertEqual(self.token_of(b, "EdDSA")["kid"], a["kid"])
+        self.assertEqual(self.token_of(b, DEFAULT_ALG, caller=ROOT)["kid"], a["kid"])
         self.assertIn(nb["kid"], jwks_kids(b.jwks()))
 
         # the rotation comes at the originally scheduled time, not before
@@ -874,8 +886,31 @@ class MasterKeyTest(KeysTestCase):
 
 # --- 7. publishing for relying parties -----------------------------------------------------
 
+ALG_FILES = {"EdDSA": "jwks-eddsa.json", "ES256": "jwks-es256.json", "RS256": "jwks-rs256.json"}
+
+
 class PublishTest(KeysTestCase):
     RULES = THREE_ALGS[:2]  # EdDSA and ES256; no RS256 rule
+
+    def per_alg(self, b):
+        """{alg: the keys of its file beside jwks.json}, each file checked to hold exactly the
+        JWKS's keys of its algorithm, in order, and nothing else (no private member)."""
+        jwks = read_json(os.path.join(b.pub, "jwks.json"))
+        out = {}
+        for alg, name in ALG_FILES.items():
+            doc = read_json(os.path.join(b.pub, name))
+            self.assertEqual(set(doc), {"keys"}, name)
+            self.assertEqual(doc["keys"], [k for k in jwks["keys"] if k["alg"] == alg], name)
+            for k in doc["keys"]:
+                self.assertEqual(k["kty"], REQUIRED_MEMBERS[alg]["kty"], name)
+                self.assertEqual(set(k) & PRIVATE_MEMBERS, set(), name)
+                self.assertEqual(cjwk.JWK(**k).thumbprint(), k["kid"])
+            out[alg] = jwks_kids(doc)
+        return out
+
+    def inodes(self, b):
+        return {n: os.stat(os.path.join(b.pub, n)).st_ino
+                for n in ["jwks.json"] + list(ALG_FILES.values())}
 
     def check_published(self, b, algs):
         jwks = b.jwks()
@@ -891,29 +926,47 @@ class PublishTest(KeysTestCase):
         self.assertEqual(sorted(got), sorted(algs))
         self.assertEqual(len(got), len(set(got)))
         self.assertEqual(sorted(algs), sorted({k["alg"] for k in jwks["keys"]}))
-        for p in (jpath, dpath):
+        for p in [jpath, dpath] + [os.path.join(b.pub, n) for n in ALG_FILES.values()]:
             st = os.lstat(p)
             self.assertTrue(stat.S_ISREG(st.st_mode))
             self.assertEqual(stat.S_IMODE(st.st_mode), 0o644, p)
-        self.assertEqual(sorted(os.listdir(b.pub)), [".well-known", "jwks.json"])
+        # no temporary file left behind
+        self.assertEqual(sorted(os.listdir(b.pub)),
+                         sorted([".well-known", "jwks.json"] + list(ALG_FILES.values())))
         self.assertEqual(os.listdir(os.path.join(b.pub, ".well-known")),
                          ["openid-configuration"])
+        # every algorithm has its file, empty when it has no key
+        per_alg = self.per_alg(b)
+        self.assertEqual({a for a, kids in per_alg.items() if kids}, set(algs))
         return jwks, os.stat(jpath).st_ino
 
     def test_files_match_the_jwks_and_follow_rotate_revoke_and_reload(self):
         b = self.keys_broker(rules=self.RULES, publish=True)
         jwks, ino = self.check_published(b, ["EdDSA", "ES256"])
         self.assertEqual(len(jwks["keys"]), 2)
+        es0, ed0 = self.active(b, "ES256")["kid"], self.active(b, "EdDSA")["kid"]
+        self.assertEqual(self.per_alg(b), {"EdDSA": [ed0], "ES256": [es0], "RS256": []})
+        inodes = self.inodes(b)
 
         self.admin_json(b, "rotate")
         jwks, ino2 = self.check_published(b, ["EdDSA", "ES256"])
         self.assertEqual(len(jwks["keys"]), 4)
         self.assertNotEqual(ino2, ino)  # replaced by rename, not rewritten in place
+        es1, ed1 = self.active(b, "ES256")["kid"], self.active(b, "EdDSA")["kid"]
+        per_alg = self.per_alg(b)
+        self.assertEqual(sorted(per_alg["ES256"]), sorted([es0, es1]))
+        self.assertEqual(sorted(per_alg["EdDSA"]), sorted([ed0, ed1]))
+        self.assertEqual(per_alg["RS256"], [])
+        for name, i in self.inodes(b).items():  # every file replaced by rename
+            self.assertNotEqual(i, inodes[name], name)
 
-        es = self.active(b, "ES256")["kid"]
-        self.admin_json(b, "revoke", es)
+        self.admin_json(b, "revoke", es1)
         jwks, _ = self.check_published(b, ["EdDSA", "ES256"])
-        self.assertNotIn(es, jwks_kids(jwks))
+        self.assertNotIn(es1, jwks_kids(jwks))
+        per_alg = self.per_alg(b)
+        self.assertNotIn(es1, per_alg["ES256"])
+        self.assertIn(self.active(b, "ES256")["kid"], per_alg["ES256"])  # its replacement
+        self.assertEqual(sorted(per_alg["EdDSA"]), sorted([ed0, ed1]))
 
         # a rule asking for RS256 makes its series, published at once
         b.config["rules"] = THREE_ALGS
@@ -921,13 +974,14 @@ class PublishTest(KeysTestCase):
         self.admin_json(b, "reload")
         jwks, _ = self.check_published(b, list(ALGS))
         self.assertIn("RS256", [k["alg"] for k in jwks["keys"]])
+        self.assertEqual(self.per_alg(b)["RS256"], [self.active(b, "RS256")["kid"]])
 
     def test_scheduled_rotation_rewrites_the_files(self):
         b = self.keys_broker(publish=True, extra={
             "keys": {"rotation_period": 3, "publish_ahead": 1, "clock_skew": 0},
             "tokens": {"default_ttl": 1, "max_ttl": 1}})
-        jwks, _ = self.check_published(b, ["EdDSA"])
-        t0 = self.active(b, "EdDSA")["activated_at"]
+        jwks, _ = self.check_published(b, [DEFAULT_ALG])
+        t0 = self.active(b, DEFAULT_ALG)["activated_at"]
         first = set(jwks_kids(jwks))
         jpath = os.path.join(b.pub, "jwks.json")
 
@@ -939,13 +993,15 @@ class PublishTest(KeysTestCase):
         nxt = (kids - first).pop()
         listing = {k["kid"]: k for k in self.keys(b)}
         self.assertEqual(listing[nxt]["state"], "next")
-        self.check_published(b, ["EdDSA"])
+        self.check_published(b, [DEFAULT_ALG])
+        self.assertEqual(set(self.per_alg(b)[DEFAULT_ALG]), kids)
         # and the old key leaves the file after rotation plus retention (1 s)
         old = first.pop()
         wait_until(lambda: old not in jwks_kids(read_json(jpath)), t0 + 6 - time.time(),
                    what="the retired key to leave jwks.json")
         self.assertGreaterEqual(time.time(), t0 + 3 + 1 - 0.05)
-        self.check_published(b, ["EdDSA"])
+        self.check_published(b, [DEFAULT_ALG])
+        self.assertNotIn(old, self.per_alg(b)[DEFAULT_ALG])
 
     def test_unsafe_publish_directory_is_refused_at_start(self):
         tmp = mktmp()
@@ -1084,3 +1140,107 @@ class KeysConfigTest(KeysTestCase):
                              f"{frag!r} not reported once in:\n{r.stderr}")
         log = self.start_refused(b)
         self.assertIn("keys.publish_ahead: 60s must be shorter", log)
+
+
+# --- 10. relying parties whose clocks lag ---------------------------------------------------
+
+# Node's jose as verify.mjs runs it, but at a given time and with no tolerance at all.
+NODE_VERIFY_AT = r"""
+import { createLocalJWKSet, jwtVerify } from "jose";
+let input = "";
+process.stdin.setEncoding("utf8");
+for await (const chunk of process.stdin) input += chunk;
+try {
+  const { token, jwks, audience, issuer, now } = JSON.parse(input);
+  const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), {
+    audience, issuer, algorithms: ["EdDSA", "ES256", "RS256"],
+    requiredClaims: ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"],
+    currentDate: new Date(now * 1000), clockTolerance: 0,
+  });
+  process.stdout.write(JSON.stringify(payload) + "\n");
+} catch (e) {
+  process.stderr.write(`jose: ${e.code || e.name}: ${e.message}\n`);
+  process.exit(1);
+}
+"""
+
+
+def node_verify_at(token, jwks, audience, now):
+    return subprocess.run(["node", "--input-type=module", "-e", NODE_VERIFY_AT], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=60,
+                          input=json.dumps({"token": token, "jwks": {"keys": jwks["keys"]},
+                                            "audience": audience, "issuer": ISSUER,
+                                            "now": now}))
+
+
+def pyjwt_at(token, key, audience, now, verify_iat=True):
+    """PyJWT at zero leeway with its clock reading `now` (it reads datetime.now())."""
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.fromtimestamp(now, tz)
+
+    with mock.patch.object(pyjwt.api_jwt, "datetime", Clock):
+        return pyjwt.decode(token, pyjwt.PyJWK(key).key, algorithms=[key["alg"]],
+                            audience=audience, issuer=ISSUER, leeway=0,
+                            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub"],
+                                     "verify_iat": verify_iat})
+
+
+def jwcrypto_at(token, key, audience, now):
+    """jwcrypto at zero leeway (its default is 60 s) with its clock reading `now`."""
+    t = cjwt.JWT(algs=[key["alg"]], check_claims={"iss": ISSUER, "aud": audience, "exp": None,
+                                                  "nbf": None})
+    t.leeway = 0
+    with mock.patch.object(cjwt, "time", SimpleNamespace(time=lambda: float(now))):
+        t.deserialize(token, cjwk.JWK(**key))
+    return json.loads(t.claims)
+
+
+class ClockSkewTest(KeysTestCase):
+    SKEW = 30
+
+    def test_nbf_backdated_by_clock_skew_for_relying_parties_behind(self):
+        self.require_node()
+        b = self.keys_broker(rules=THREE_ALGS, extra={"keys": {"clock_skew": f"{self.SKEW}s"}})
+        jwks = b.jwks()
+        for alg in ALGS:
+            with self.subTest(alg=alg):
+                before = int(time.time())
+                resp = self.token_of(b, alg)
+                after = int(time.time())
+                tok = resp["token"]
+                c = token_claims(tok)
+                key = [k for k in jwks["keys"] if k["kid"] == resp["kid"]][0]
+                # only nbf moves: iat is the second of minting, the lifetime is exp - iat
+                self.assertTrue(before <= c["iat"] <= after, (before, c, after))
+                self.assertEqual(c["nbf"], c["iat"] - self.SKEW)
+                self.assertEqual(c["exp"] - c["iat"], 300)  # tokens.default_ttl
+                self.assertEqual(resp["expires_at"], c["exp"])
+
+                # A relying party one second behind, checking the token in the very second it
+                # was minted, and one as far behind as keys.clock_skew: zero leeway, accepted.
+                for behind in (1, self.SKEW):
+                    now = c["iat"] - behind
+                    self.assertEqual(jwcrypto_at(tok, key, CALLER[alg][1], now), c)
+                    r = node_verify_at(tok, jwks, CALLER[alg][1], now)
+                    self.assertEqual(r.returncode, 0, f"{behind}s behind: {r.stderr}")
+                    self.assertEqual(json.loads(r.stdout), c)
+                    # PyJWT >= 2.6 also refuses an iat in its future, whatever nbf says
+                    # (jpadilla/pyjwt#794): nbf can only pass its own check.
+                    self.assertEqual(pyjwt_at(tok, key, CALLER[alg][1], now, verify_iat=False),
+                                     c)
+                    with self.assertRaisesRegex(pyjwt.ImmatureSignatureError, r"\(iat\)"):
+                        pyjwt_at(tok, key, CALLER[alg][1], now)
+
+                # One second further behind than the skew: nbf refuses, in all three.
+                now = c["iat"] - self.SKEW - 1
+                with self.assertRaises(cjwt.JWTNotYetValid):
+                    jwcrypto_at(tok, key, CALLER[alg][1], now)
+                with self.assertRaisesRegex(pyjwt.ImmatureSignatureError, r"\(nbf\)"):
+                    pyjwt_at(tok, key, CALLER[alg][1], now, verify_iat=False)
+                r = node_verify_at(tok, jwks, CALLER[alg][1], now)
+                self.assertNotEqual(r.returncode, 0, r.stdout)
+                self.assertIn('"nbf" claim timestamp check failed', r.stderr)
+                # and at our own clock every verifier, PyJWT included, takes it
+                verify_token(tok, jwks, CALLER[alg][1])

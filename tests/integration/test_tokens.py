@@ -22,12 +22,14 @@ class TokenTest(BrokerTestCase):
         self.assertEqual(claims["sub"], "spiffe://test/uid/0")
         self.assertEqual(claims["aud"], "https://api.test")
         self.assertEqual(claims["scope"], "read write")
-        self.assertEqual(claims["nbf"], claims["iat"])
+        # nbf backdated by keys.clock_skew (5m by default) so a relying party whose clock lags
+        # accepts a fresh token; iat and exp stay
+        self.assertEqual(claims["nbf"], claims["iat"] - 300)
         self.assertEqual(claims["exp"] - claims["iat"], 120)  # default_ttl
         self.assertLessEqual(abs(claims["iat"] - time.time()), 5)
         self.assertEqual(set(claims), {"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope"})
         h = token_header(tok)
-        self.assertEqual((h["alg"], h["typ"]), ("EdDSA", "JWT"))
+        self.assertEqual((h["alg"], h["typ"]), ("ES256", "JWT"))  # the default alg
         self.assertEqual(set(h), {"alg", "typ", "kid"})
 
     def test_scope_claim_omitted_without_scopes(self):
@@ -110,5 +112,6 @@ class TokenTest(BrokerTestCase):
         self.assertTrue(jwks["ok"])
         self.assertEqual(len(jwks["keys"]), 1)
         k = jwks["keys"][0]
-        self.assertEqual(set(k), {"kty", "crv", "x", "alg", "use", "kid"})
-        self.assertEqual((k["kty"], k["crv"], k["alg"], k["use"]), ("OKP", "Ed25519", "EdDSA", "sig"))
+        # the default algorithm's key alone: no rule asks for another
+        self.assertEqual(set(k), {"kty", "crv", "x", "y", "alg", "use", "kid"})
+        self.assertEqual((k["kty"], k["crv"], k["alg"], k["use"]), ("EC", "P-256", "ES256", "sig"))

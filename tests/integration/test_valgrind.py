@@ -20,7 +20,7 @@ from harness import (ISSUER, VALGRIND_ERROR_EXIT, Broker, Raw, as_user, sanitize
 AUD = "https://api.test"
 RULES = [
     {"name": "root", "match": {"uid": 0}, "subject": "spiffe://test/uid/{uid}",
-     "audiences": [AUD], "scopes": ["read", "write"]},
+     "audiences": [AUD], "scopes": ["read", "write"], "alg": "EdDSA"},
     {"name": "es", "match": {"uid": 65534}, "subject": "spiffe://test/es/{uid}",
      "audiences": ["https://es.test"], "alg": "ES256"},
 ]

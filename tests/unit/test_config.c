@@ -269,7 +269,7 @@ static void test_upstream_defaults(void **state)
         assert_int_equal(u->breaker_failures, 5);
         assert_int_equal(u->breaker_open_for_ms, 30000);
         assert_string_equal(u->request_id_header, "X-Request-Id");
-        assert_int_equal(u->subject_token.alg, ALG_EDDSA);
+        assert_int_equal(u->subject_token.alg, ALG_ES256);
         assert_int_equal(u->subject_token.ttl, 60);
         assert_true(rule_allows_upstream(&c->rules[0], "cc"));
         assert_false(rule_allows_upstream(&c->rules[0], "other"));
@@ -448,6 +448,76 @@ static void test_upstream_problems_one_pass(void **state)
                    "rules[0].upstreams[1]: no upstream named \"missing\"", NULL});
 }
 
+/* The cloud presets: the provider's keys and defaults, and what they refuse. */
+static void test_upstream_presets(void **state)
+{
+        json_t *j = minimal();
+        const UpstreamConfig *u;
+        Config *c;
+
+        put(j, "upstreams.aws", json_pack("{s:s, s:s, s:s}", "kind", "aws_sts", "role_arn",
+                                          "arn:aws:iam::123456789012:role/web", "region",
+                                          "eu-west-1"));
+        put(j, "upstreams.gcp",
+            json_pack("{s:s, s:s, s:s, s:s}", "kind", "gcp_sts", "audience",
+                      "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/"
+                      "p/providers/x",
+                      "service_account_impersonation_url",
+                      "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
+                      "sa@p.iam.gserviceaccount.com:generateAccessToken",
+                      "lifetime", "30m"));
+        put(j, "upstreams.azure",
+            json_pack("{s:s, s:s, s:s, s:s}", "kind", "azure_ad", "tenant", "contoso.onmicrosoft.com",
+                      "client_id", "00000000-0000-0000-0000-000000000001", "scope",
+                      "https://cognitiveservices.azure.com/.default"));
+        put(j, "rules[0].upstreams", json_pack("[s,s,s]", "aws", "gcp", "azure"));
+        c = parse_ok(j);
+
+        u = config_find_upstream(c, "aws");
+        assert_int_equal(u->kind, UPSTREAM_AWS_STS);
+        assert_string_equal(u->token_endpoint, "https://sts.eu-west-1.amazonaws.com/");
+        assert_int_equal(u->duration, 3600);
+        assert_string_equal(u->subject_token.audience, "sts.amazonaws.com");
+        assert_int_equal(u->subject_token.alg, ALG_ES256);
+        assert_int_equal(u->client_auth, CLIENT_AUTH_NONE);
+
+        u = config_find_upstream(c, "gcp");
+        assert_string_equal(u->token_endpoint, "https://sts.googleapis.com/v1/token");
+        assert_string_equal(u->scope, "https://www.googleapis.com/auth/cloud-platform");
+        assert_string_equal(u->subject_token.audience,
+                            "https://iam.googleapis.com/projects/123/locations/global/"
+                            "workloadIdentityPools/p/providers/x");
+        assert_int_equal(u->lifetime, 1800);
+        assert_int_equal(u->subject_token.alg, ALG_ES256);
+
+        u = config_find_upstream(c, "azure");
+        assert_string_equal(u->token_endpoint, "https://login.microsoftonline.com/"
+                                               "contoso.onmicrosoft.com/oauth2/v2.0/token");
+        assert_string_equal(u->subject_token.audience, "api://AzureADTokenExchange");
+        assert_int_equal(u->subject_token.alg, ALG_RS256);
+        config_unref(c);
+
+        j = minimal();
+        put(j, "upstreams.aws", json_pack("{s:s, s:s, s:s, s:{s:s}}", "kind", "aws_sts",
+                                          "role_arn", "arn:aws:iam::1:user/x", "client_id", "c",
+                                          "subject_token", "alg", "EdDSA"));
+        put(j, "upstreams.gcp", json_pack("{s:s, s:s, s:s}", "kind", "gcp_sts", "audience",
+                                          "//iam.googleapis.com/nope", "lifetime", "1h"));
+        put(j, "upstreams.azure", json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "kind", "azure_ad",
+                                            "tenant", "a/b", "client_id", "c", "scope", "s",
+                                            "subject_token", "alg", "ES256"));
+        expect_errors(j, (const char *const[]){
+                             "upstreams.aws.client_id: unknown key",
+                             "upstreams.aws.role_arn: not an IAM role ARN",
+                             "upstreams.aws: aws_sts needs region (or token_endpoint)",
+                             "upstreams.aws.subject_token.alg: aws_sts takes RS256 or ES256",
+                             "upstreams.gcp.audience: not a workload identity provider",
+                             "upstreams.gcp.lifetime: only with service_account_impersonation_url",
+                             "upstreams.azure.tenant: not a tenant id or domain",
+                             "upstreams.azure.subject_token.alg: azure_ad takes RS256 only",
+                             NULL});
+}
+
 static void test_upstream_rules(void **state)
 {
         json_t *j = minimal();
@@ -506,7 +576,7 @@ static void test_full_config(void **state)
         assert_string_equal(r->scopes[0], "read");
         assert_string_equal(r->scopes[1], "write");
         assert_int_equal(r->max_ttl, 900);
-        assert_int_equal(r->alg, ALG_EDDSA);
+        assert_int_equal(r->alg, ALG_ES256);
 
         r = &c->rules[1];
         assert_string_equal(r->name, "daemon-user");
@@ -574,7 +644,7 @@ static void test_defaults(void **state)
         assert_null(r->match.container);
         assert_int_equal(r->n_scopes, 0);
         assert_int_equal(r->max_ttl, 3600);
-        assert_int_equal(r->alg, ALG_EDDSA);
+        assert_int_equal(r->alg, ALG_ES256); /* the default, not EdDSA */
         config_unref(c);
 
         /* Partial objects: absent members keep their defaults. */
@@ -1531,6 +1601,7 @@ int main(void)
             cmocka_unit_test(test_upstream_client_auth),
             cmocka_unit_test(test_upstream_problems_one_pass),
             cmocka_unit_test(test_upstream_rules),
+            cmocka_unit_test(test_upstream_presets),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -828,6 +828,9 @@ static void assert_scopes(const json_t *rec, const char *const *want, size_t n)
                 assert_string_equal(json_string_value(json_array_get(s, i)), want[i]);
 }
 
+/* keys.clock_skew's default: no config here sets it. */
+#define CLOCK_SKEW 300
+
 typedef struct WantGrant {
         const SigningKey *key;
         const char *issuer, *rule, *subject, *audience;
@@ -866,7 +869,8 @@ static void assert_grant(Env *e, const Answer *a, const json_t *rec, const WantG
         assert_true(strlen(a->jti) >= 22); /* 128 bits of base64url */
         t = num(claims, "iat");
         assert_true(t <= now && t >= now - 30);
-        assert_true(num(claims, "nbf") <= t);
+        /* backdated by keys.clock_skew, so a relying party a little behind accepts it */
+        assert_int_equal(num(claims, "nbf"), t - CLOCK_SKEW);
         assert_int_equal(num(claims, "exp"), t + w->ttl);
         assert_int_equal(a->expires_at, t + w->ttl);
         if (w->scope)
@@ -980,7 +984,7 @@ static void grant_case(void **state, bool threaded_sink)
 
         rec = record(e, 0);
         assert_grant(e, &a[0], rec,
-                     &(WantGrant){.key = keys.eddsa,
+                     &(WantGrant){.key = keys.es256,
                                   .issuer = ISSUER,
                                   .rule = "web",
                                   .subject = subject,
@@ -993,7 +997,7 @@ static void grant_case(void **state, bool threaded_sink)
         json_decref(rec);
         rec = record(e, 1);
         assert_grant(e, &a[1], rec,
-                     &(WantGrant){.key = keys.eddsa,
+                     &(WantGrant){.key = keys.es256,
                                   .issuer = ISSUER,
                                   .rule = "web",
                                   .subject = subject,
@@ -1003,7 +1007,7 @@ static void grant_case(void **state, bool threaded_sink)
         json_decref(rec);
         rec = record(e, 2);
         assert_grant(e, &a[2], rec,
-                     &(WantGrant){.key = keys.eddsa,
+                     &(WantGrant){.key = keys.es256,
                                   .issuer = ISSUER,
                                   .rule = "web",
                                   .subject = subject,
@@ -1013,7 +1017,7 @@ static void grant_case(void **state, bool threaded_sink)
         json_decref(rec);
         rec = record(e, 3);
         assert_grant(e, &a[3], rec,
-                     &(WantGrant){.key = keys.eddsa,
+                     &(WantGrant){.key = keys.es256,
                                   .issuer = ISSUER,
                                   .rule = "web",
                                   .subject = subject,
@@ -1044,27 +1048,28 @@ static void test_grant_sink_inline(void **state)
         grant_case(state, false);
 }
 
-/* A rule that asks for ES256 gets an ES256 key from the source and an ES256 token. */
-static void test_grant_es256(void **state)
+/* A rule that asks for EdDSA (not the default) gets an EdDSA key from the source and an EdDSA
+ * token. */
+static void test_grant_eddsa(void **state)
 {
         Env *e = *state;
         _cleanup_(config_unrefp) Config *c = config_make(
             ISSUER, NULL,
-            "[{'name': 'cloud', 'match': {'uid': $UID}, 'subject': 'spiffe://example.org/{rule}',"
-            " 'audiences': ['sts.amazonaws.com'], 'alg': 'ES256'}]");
+            "[{'name': 'vault', 'match': {'uid': $UID}, 'subject': 'spiffe://example.org/{rule}',"
+            " 'audiences': ['https://vault.example.com'], 'alg': 'EdDSA'}]");
         Answer *a = answers(e, 1);
         _cleanup_(json_decrefp_) json_t *rec = NULL;
 
         env_start(e, c, 2, true);
-        assert_int_equal(issue(e, e->self, "{'audience': 'sts.amazonaws.com'}", &a[0]), 0);
+        assert_int_equal(issue(e, e->self, "{'audience': 'https://vault.example.com'}", &a[0]), 0);
         wait_answers(e, 1);
         rec = record(e, 0);
         assert_grant(e, &a[0], rec,
-                     &(WantGrant){.key = keys.es256,
+                     &(WantGrant){.key = keys.eddsa,
                                   .issuer = ISSUER,
-                                  .rule = "cloud",
-                                  .subject = "spiffe://example.org/cloud",
-                                  .audience = "sts.amazonaws.com",
+                                  .rule = "vault",
+                                  .subject = "spiffe://example.org/vault",
+                                  .audience = "https://vault.example.com",
                                   .ttl = 300,
                                   .caller = e->self});
 }
@@ -1985,7 +1990,7 @@ static void test_no_key(void **state)
         wait_answers(e, 1);
         assert_quiet(e);
         log = capture_end();
-        assert_logged(log, "No active EdDSA key");
+        assert_logged(log, "No active ES256 key");
         assert_failed(&a[0], ISSUE_INTERNAL);
         for (size_t i = 0; i < sink_count(&e->sink); i++)
                 assert_null(strstr(e->sink.texts[i], "\"grant\""));
@@ -2003,7 +2008,7 @@ static void test_reload_in_flight(void **state)
         _cleanup_(config_unrefp) Config *after = config_make(
             ISSUER2, NULL,
             "[{'name': 'web2', 'match': {'uid': $UID}, 'subject': 'spiffe://example.org/{rule}',"
-            " 'audiences': ['" AUD "'], 'alg': 'ES256', 'max_ttl': '2m'}]");
+            " 'audiences': ['" AUD "'], 'alg': 'EdDSA', 'max_ttl': '2m'}]");
         Answer *a = answers(e, 10);
         char subject[128];
         IssuanceStats st;
@@ -2034,7 +2039,7 @@ static void test_reload_in_flight(void **state)
                 rec = record_by_jti(e, a[i].jti);
                 if (i < 5)
                         assert_grant(e, &a[i], rec,
-                                     &(WantGrant){.key = keys.eddsa,
+                                     &(WantGrant){.key = keys.es256,
                                                   .issuer = ISSUER,
                                                   .rule = "web",
                                                   .subject = subject,
@@ -2043,7 +2048,7 @@ static void test_reload_in_flight(void **state)
                                                   .caller = e->self});
                 else
                         assert_grant(e, &a[i], rec,
-                                     &(WantGrant){.key = keys.es256,
+                                     &(WantGrant){.key = keys.eddsa,
                                                   .issuer = ISSUER2,
                                                   .rule = "web2",
                                                   .subject = "spiffe://example.org/web2",
@@ -2224,7 +2229,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             T(test_grant_sink_thread),
             T(test_grant_sink_inline),
-            T(test_grant_es256),
+            T(test_grant_eddsa),
             T(test_deny_no_rule),
             T(test_deny_audience),
             T(test_deny_audience_two_labels),

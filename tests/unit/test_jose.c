@@ -369,7 +369,7 @@ static void test_jwt_mint(void **state)
 
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &k), 0);
         assert_int_equal(jwt_mint(k, "https://broker.example", "spiffe://example.org/web",
-                                  "https://api.example.com", scopes, 3, now, 900, &t),
+                                  "https://api.example.com", scopes, 3, now, 900, 0, &t),
                          0);
         assert_non_null(t.token);
         Parts x = split(t.token);
@@ -414,6 +414,7 @@ static void test_jwt_mint(void **state)
         /* What the caller and the audit record get. */
         assert_string_equal(t.jti, jti);
         assert_int_equal(t.iat, now);
+        assert_int_equal(t.nbf, now);
         assert_int_equal(t.exp, now + 900);
 
         verify_signature(k, t.token, &x);
@@ -436,7 +437,7 @@ static void test_jwt_no_scopes(void **state)
         MintedToken t = {};
 
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &k), 0);
-        assert_int_equal(jwt_mint(k, "https://b", "sub", "aud", NULL, 0, 1000, 1, &t), 0);
+        assert_int_equal(jwt_mint(k, "https://b", "sub", "aud", NULL, 0, 1000, 1, 0, &t), 0);
         Parts x = split(t.token);
         _cleanup_(json_decrefp) json_t *c = unb64_json(x.p, x.pl);
         assert_null(json_object_get(c, "scope"));
@@ -447,7 +448,7 @@ static void test_jwt_no_scopes(void **state)
 
         /* One scope: no separator. */
         assert_int_equal(
-            jwt_mint(k, "https://b", "sub", "aud", (const char *const[]){"only"}, 1, 1000, 60, &t),
+            jwt_mint(k, "https://b", "sub", "aud", (const char *const[]){"only"}, 1, 1000, 60, 0, &t),
             0);
         x = split(t.token);
         _cleanup_(json_decrefp) json_t *c1 = unb64_json(x.p, x.pl);
@@ -464,7 +465,7 @@ static void test_jwt_claim_values_are_json_strings(void **state)
         const char *aud = "https://api.example.com/\",\"admin\":true,\"x\":\"";
 
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &k), 0);
-        assert_int_equal(jwt_mint(k, "https://b", sub, aud, NULL, 0, 1000, 60, &t), 0);
+        assert_int_equal(jwt_mint(k, "https://b", sub, aud, NULL, 0, 1000, 60, 0, &t), 0);
         Parts x = split(t.token);
         _cleanup_(json_decrefp) json_t *c = unb64_json(x.p, x.pl);
         assert_string_equal(json_string_value(json_object_get(c, "sub")), sub);
@@ -473,14 +474,56 @@ static void test_jwt_claim_values_are_json_strings(void **state)
         minted_token_done(&t);
 }
 
+/* nbf is backdated by the clock skew so that a relying party whose clock is behind ours accepts
+ * a fresh token; iat and exp stay where they are. */
+static void test_jwt_nbf_skew(void **state)
+{
+        _cleanup_(signing_key_unrefp) SigningKey *k = NULL;
+        const int64_t now = 1795315867;
+        static const struct {
+                int64_t now;
+                uint64_t skew;
+                int64_t nbf;
+        } cases[] = {
+            {now, 300, now - 300},
+            {now, 1, now - 1},
+            {now, 0, now},
+            /* never before the epoch */
+            {1000, 5000, 0},
+            {1000, 1000, 0},
+            {1000, UINT64_MAX, 0},
+        };
+
+        assert_int_equal(signing_key_generate(ALG_ES256, 0, &k), 0);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                MintedToken t = {};
+
+                assert_int_equal(jwt_mint(k, "https://b", "sub", "aud", NULL, 0,
+                                                 cases[i].now, 60, cases[i].skew, &t),
+                                 0);
+                Parts x = split(t.token);
+                _cleanup_(json_decrefp) json_t *h = unb64_json(x.h, x.hl);
+                _cleanup_(json_decrefp) json_t *c = unb64_json(x.p, x.pl);
+                assert_string_equal(json_string_value(json_object_get(h, "alg")), "ES256");
+                assert_int_equal(json_integer_value(json_object_get(c, "iat")), cases[i].now);
+                assert_int_equal(json_integer_value(json_object_get(c, "nbf")), cases[i].nbf);
+                assert_int_equal(json_integer_value(json_object_get(c, "exp")), cases[i].now + 60);
+                assert_int_equal(t.iat, cases[i].now);
+                assert_int_equal(t.nbf, cases[i].nbf);
+                assert_int_equal(t.exp, cases[i].now + 60);
+                assert_int_equal(json_object_size(c), 7);
+                minted_token_done(&t);
+        }
+}
+
 static void test_jwt_unique(void **state)
 {
         _cleanup_(signing_key_unrefp) SigningKey *k = NULL;
         MintedToken a = {}, b = {};
 
         assert_int_equal(signing_key_generate(ALG_EDDSA, 0, &k), 0);
-        assert_int_equal(jwt_mint(k, "https://b", "s", "a", NULL, 0, 1000, 60, &a), 0);
-        assert_int_equal(jwt_mint(k, "https://b", "s", "a", NULL, 0, 1000, 60, &b), 0);
+        assert_int_equal(jwt_mint(k, "https://b", "s", "a", NULL, 0, 1000, 60, 0, &a), 0);
+        assert_int_equal(jwt_mint(k, "https://b", "s", "a", NULL, 0, 1000, 60, 0, &b), 0);
         /* Same inputs, same second: only the jti (and so the signature) tells them apart. */
         assert_string_not_equal(a.jti, b.jti);
         assert_string_not_equal(a.token, b.token);
@@ -505,6 +548,7 @@ int main(void)
             cmocka_unit_test(test_jwt_mint),
             cmocka_unit_test(test_jwt_no_scopes),
             cmocka_unit_test(test_jwt_claim_values_are_json_strings),
+            cmocka_unit_test(test_jwt_nbf_skew),
             cmocka_unit_test(test_jwt_unique),
         };
 
