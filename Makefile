@@ -10,7 +10,8 @@
 #                        ASan+UBSan) for that long, on its seeds in tests/fuzz/<target>/
 #   make bench           throughput/latency figures (see tests/bench/)
 #   make demo            start a broker on an embedded config, issue/verify/audit a token
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (and SYSCONFDIR=/etc, UNITDIR, ... below);
+#                        make uninstall with the same variables removes it again
 # A sanitizer build lives in build/asan (make SAN=1 BUILD=build/asan).
 
 PREFIX     ?= /usr/local
@@ -18,8 +19,18 @@ BINDIR     ?= $(PREFIX)/bin
 SBINDIR    ?= $(PREFIX)/sbin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+DOCDIR     ?= $(DATADIR)/doc/brokerd
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
+# systemd reads units and sysusers.d from /usr/local/lib as well as /usr/lib.
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# The config lives in /etc whatever the prefix: the units name it there.
+SYSCONFDIR ?= /etc
 DESTDIR    ?=
+VERSION    := $(shell sed -n 's/.*BROKERD_VERSION "\(.*\)".*/\1/p' $(wildcard common/version.h brokerd/daemon/version.h) | head -n 1)
 
 BUILD      ?= build
 SAN        ?=
@@ -28,7 +39,7 @@ PYTHON     ?= /usr/bin/python3
 V          ?=
 Q          := $(if $(V),,@)
 
-PKGS      := libsodium jansson sqlite3 libsystemd libcrypto libcurl libxml-2.0
+PKGS      := libsodium jansson sqlite3 libsystemd libcrypto libcurl libxml-2.0 libcap
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 
@@ -65,7 +76,8 @@ PIC_OBJS := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIBBROKER_SRCS))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-.PHONY: all check check-quick unit integration layering check-asan bench demo deps install clean \
+.PHONY: all check check-quick unit integration layering check-asan bench demo deps install \
+	uninstall clean \
 	format fuzz fuzz-build fuzz-check
 all: $(BUILD)/brokerd $(BUILD)/brokerctl $(BUILD)/libbroker.a $(BUILD)/libbroker.so.0
 
@@ -217,17 +229,69 @@ deps:
 		--no-install-recommends nodejs npm
 	npm ci --prefix tests/integration/node
 
+# Files with @SBINDIR@-style placeholders are filled in as they are installed.
+SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g'
+# Installed path (under DESTDIR) <- source, one pair per file filled in with SUBST, mode 0644.
+SUBST_FILES := \
+	$(UNITDIR)/brokerd.service:units/brokerd.service \
+	$(PKGCONFIGDIR)/libbroker.pc:client/libbroker.pc.in \
+	$(MANDIR)/man8/brokerd.8:brokerd/brokerd.8 \
+	$(MANDIR)/man5/brokerd.json.5:brokerd/brokerd.json.5 \
+	$(MANDIR)/man1/brokerctl.1:client/brokerctl.1
+# The same, copied as they are.
+DATA_FILES := \
+	$(UNITDIR)/brokerd.socket:units/brokerd.socket \
+	$(UNITDIR)/brokerd-admin.socket:units/brokerd-admin.socket \
+	$(SYSUSERSDIR)/brokerd.conf:units/brokerd.sysusers \
+	$(DOCDIR)/examples/federation.conf:units/federation.conf \
+	$(DOCDIR)/examples/brokerd.json:brokerd/brokerd.json.example \
+	$(INCLUDEDIR)/broker.h:client/broker.h \
+	$(LIBDIR)/libbroker.a:$(BUILD)/libbroker.a \
+	$(BASHCOMPDIR)/brokerctl:client/brokerctl.bash-completion
+CONFIG_FILE := $(SYSCONFDIR)/brokerd/brokerd.json
+dst = $(firstword $(subst :, ,$(1)))
+src = $(lastword $(subst :, ,$(1)))
+
+INSTALL_DIRS := $(sort $(SBINDIR) $(BINDIR) $(LIBDIR) $(SYSCONFDIR)/brokerd \
+	$(foreach f,$(SUBST_FILES) $(DATA_FILES),$(patsubst %/,%,$(dir $(call dst,$(f))))))
+
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
-		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(UNITDIR)
+	install -d -m 0755 $(addprefix $(DESTDIR),$(INSTALL_DIRS))
 	install -m 0755 $(BUILD)/brokerd $(DESTDIR)$(SBINDIR)/brokerd
 	install -m 0755 $(BUILD)/brokerctl $(DESTDIR)$(BINDIR)/brokerctl
-	install -m 0644 $(BUILD)/libbroker.a $(DESTDIR)$(LIBDIR)/libbroker.a
 	install -m 0755 $(BUILD)/libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so.0
-	ln -sf libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so
-	install -m 0644 client/broker.h $(DESTDIR)$(INCLUDEDIR)/broker.h
-	sed 's|@SBINDIR@|$(SBINDIR)|g' units/brokerd.service > $(DESTDIR)$(UNITDIR)/brokerd.service
-	install -m 0644 units/brokerd.socket units/brokerd-admin.socket $(DESTDIR)$(UNITDIR)/
+	ln -sfn libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so
+	@set -e; for f in $(DATA_FILES); do \
+		echo "install -m 0644 $${f#*:} $(DESTDIR)$${f%%:*}"; \
+		install -m 0644 "$${f#*:}" "$(DESTDIR)$${f%%:*}"; \
+	done
+	@set -e; for f in $(SUBST_FILES); do d="$(DESTDIR)$${f%%:*}"; \
+		echo "sed (@SBINDIR@ ...) $${f#*:} > $$d"; \
+		$(SUBST) "$${f#*:}" > "$$d.tmp"; chmod 0644 "$$d.tmp"; mv -f "$$d.tmp" "$$d"; \
+	done
+	@# An example configuration, never over one that is there (edited or not).
+	@if [ -e $(DESTDIR)$(CONFIG_FILE) ] || [ -L $(DESTDIR)$(CONFIG_FILE) ]; then \
+		echo "  KEEP    $(DESTDIR)$(CONFIG_FILE) (the example is $(DOCDIR)/examples/brokerd.json)"; \
+	else \
+		echo "install -m 0644 brokerd/brokerd.json.example $(DESTDIR)$(CONFIG_FILE)"; \
+		install -m 0644 brokerd/brokerd.json.example $(DESTDIR)$(CONFIG_FILE); \
+	fi
+
+# Removes what install put there; the configuration only if it is still the example.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/brokerd $(DESTDIR)$(BINDIR)/brokerctl \
+		$(DESTDIR)$(LIBDIR)/libbroker.so.0 $(DESTDIR)$(LIBDIR)/libbroker.so \
+		$(foreach f,$(SUBST_FILES) $(DATA_FILES),$(DESTDIR)$(call dst,$(f)))
+	@if cmp -s brokerd/brokerd.json.example $(DESTDIR)$(CONFIG_FILE); then \
+		echo "rm -f $(DESTDIR)$(CONFIG_FILE)"; rm -f $(DESTDIR)$(CONFIG_FILE); \
+	elif [ -e $(DESTDIR)$(CONFIG_FILE) ]; then \
+		echo "  KEEP    $(DESTDIR)$(CONFIG_FILE) (changed since it was installed)"; \
+	fi
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/brokerd \
+		2>/dev/null
 
 format:
 	clang-format -i $(COMMON_SRCS) $(PROTO_SRCS) $(DAEMON_SRCS) brokerd/main.c $(LIB_SRCS) \

@@ -12,9 +12,11 @@
 #include "transport/listener.h"
 #include "log.h"
 #include "macro.h"
+#include "pathsafe.h"
 #include "keys/seal.h"
+#include "daemon/preflight.h"
 #include "daemon/server.h"
-#include "daemon/version.h"
+#include "version.h"
 
 #ifdef BROKERD_SANITIZER_BUILD
 #define BUILD_FLAVOR " (sanitizer build: stays dumpable for LeakSanitizer)"
@@ -38,12 +40,36 @@ static void usage(FILE *f)
               f);
 }
 
+/* `user`: from here on every ownership check means that user, also while brokerd is still root
+ * (it drops to the user once what needs root is done: server_new(), privileges.h). */
+static int run_as_user(const Config *c)
+{
+        if (!c->user)
+                return 0;
+        if (geteuid() != 0 && geteuid() != c->user_uid)
+                return log_error_errno(EPERM,
+                                       "%s: user: brokerd runs as uid %u, neither root nor \"%s\" "
+                                       "(uid %u): it cannot become that user",
+                                       c->path, (unsigned) geteuid(), c->user,
+                                       (unsigned) c->user_uid);
+        path_set_daemon_user(c->user_uid, c->user_gid);
+        return 0;
+}
+
 static int check_config(const char *path)
 {
         _cleanup_(config_unrefp) Config *c = NULL;
-        _cleanup_strv_free_ char **errors = NULL;
+        _cleanup_strv_free_ char **errors = NULL, **warnings = NULL;
         int r = config_load(path, &c, &errors);
 
+        /* Then all that a start checks before it creates anything (files, modes, owners, the
+         * master key, directories, sockets), creating nothing. */
+        if (r >= 0)
+                r = run_as_user(c);
+        if (r >= 0)
+                r = preflight_run(c, PREFLIGHT_CHECK, &errors, &warnings);
+        for (char **w = warnings; w && *w; w++)
+                fprintf(stderr, "%s: warning: %s\n", path, *w);
         if (r >= 0) {
                 printf("%s: configuration is valid (%zu rules)\n", path, c->n_rules);
                 return 0;
@@ -158,6 +184,11 @@ int main(int argc, char **argv)
                                 log_error("%s: %s", config_path, *e);
                 else
                         log_error_errno(r, "Cannot read %s: %m", config_path);
+                return 1;
+        }
+        r = run_as_user(config);
+        if (r < 0) {
+                config_unref(config);
                 return 1;
         }
 

@@ -14,6 +14,7 @@
 
 #include "broker.h"
 #include "exitcode.h"
+#include "hints.h"
 #include "log.h"
 #include "macro.h"
 #include "timeutil.h"
@@ -51,28 +52,18 @@ static bool retryable(int status)
                status == BROKER_E_PROTOCOL;
 }
 
-static const char *hint(int status)
-{
-        switch (status) {
-        case BROKER_E_DENIED:
-                return " (run 'brokerctl whoami' to see the identity the broker sees; the operator "
-                       "may add or fix a rule)";
-        case BROKER_E_BAD_REQUEST:
-                return " (see 'brokerctl --help')";
-        default:
-                return "";
-        }
-}
-
 /* One request on a connection of its own (the broker closes idle ones long before a refresh is
- * due). The token is moved into *ret_token, to be wiped by the caller. */
+ * due). The token is moved into *ret_token, to be wiped by the caller; *ret_connecting says
+ * whether a failure was the connection's. */
 static int fetch(const AgentOptions *o, char **ret_token, int64_t *ret_expires_at,
-                 broker_error *err, char *upstream_error, size_t upstream_error_len)
+                 broker_error *err, bool *ret_connecting, char *upstream_error,
+                 size_t upstream_error_len)
 {
         broker *b = NULL;
         int r;
 
         r = broker_open(o->socket, 0, &b, err);
+        *ret_connecting = r < 0;
         if (r < 0)
                 return r;
         if (o->upstream) {
@@ -148,12 +139,14 @@ static int attempt(const AgentOptions *o, unsigned failures, int64_t *ret_delay_
 {
         _cleanup_(erase_and_freep) char *token = NULL;
         broker_error err = {};
+        CallContext ctx = {.command = "token"};
         char upstream_error[129] = "", upstream[400] = "", when[TIME_RFC3339_MAX], next[32];
         int64_t expires_at = 0;
         int r;
 
         format_seconds(agent_backoff_ms(failures + 1), next);
-        r = fetch(o, &token, &expires_at, &err, upstream_error, sizeof(upstream_error));
+        r = fetch(o, &token, &expires_at, &err, &ctx.connecting, upstream_error,
+                  sizeof(upstream_error));
         if (r < 0) {
                 const char *sep = err.code[0] ? ": " : "";
 
@@ -165,8 +158,10 @@ static int attempt(const AgentOptions *o, unsigned failures, int64_t *ret_delay_
                                  " (the upstream refused the broker with %s; the operator can "
                                  "retry it with 'brokerctl upstream test %s')",
                                  upstream_error, o->upstream);
-                else
-                        snprintf(upstream, sizeof(upstream), "%s", hint(err.status));
+                else if (!(*ret_retry && (err.status == BROKER_E_RATE_LIMITED ||
+                                          (err.status == BROKER_E_UNAVAILABLE && !ctx.connecting))))
+                        /* (a retry says "retry later" itself) */
+                        failure_hint(&err, &ctx, upstream, sizeof(upstream));
                 if (*ret_retry)
                         log_warning("%s%s%s%s; %s left as it is, retrying in %s.", err.code, sep,
                                     err.message, upstream, o->path, next);

@@ -1,8 +1,11 @@
 /* brokerctl: the command-line client. Talks to the workload and admin sockets through
  * libbroker; reads the audit database directly for export and verify. For the cloud SDKs it
  * prints their own credential formats (formats.h: AWS credential_process, Google's
- * executable-sourced credentials) and keeps token files fresh (agent.h). */
+ * executable-sourced credentials) and keeps token files fresh (agent.h). Which command takes
+ * which option, and each command's help, are commands.h's; what to advise after a failure is
+ * hints.h's; the tables of status and keys are tables.h's. */
 #include <getopt.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,13 +16,18 @@
 #include "agent.h"
 #include "audit_tool.h"
 #include "broker.h"
+#include "commands.h"
 #include "exitcode.h"
 #include "formats.h"
+#include "hints.h"
 #include "json-util.h"
 #include "macro.h"
 #include "message.h"
 #include "secret_tool.h"
+#include "tables.h"
+#include "timeutil.h"
 #include "tokenfile.h"
+#include "version.h"
 
 typedef struct Args {
         const char *socket;
@@ -37,88 +45,45 @@ typedef struct Args {
         bool mode_set;
         const char *alg; /* rotate: one algorithm's series only */
         AuditToolArgs audit;
+        unsigned seen; /* OPT_BIT()s of the options given, checked against the command's */
+        bool help, version;
 } Args;
 
-static void usage(FILE *f)
+static CallContext workload_call(const char *command)
 {
-        fputs("Usage:\n"
-              "  brokerctl [--socket PATH] token --audience AUD [--scope S]... [--ttl SECONDS]\n"
-              "                                  [--format plain|json|gcp-executable] [--json]\n"
-              "  brokerctl [--socket PATH] token --upstream NAME [--scope S]... [--format "
-              "plain|json]\n"
-              "  brokerctl [--socket PATH] token (--audience AUD [--ttl SECONDS] | --upstream "
-              "NAME)\n"
-              "                                  [--scope S]... --write FILE [--refresh] "
-              "[--mode MODE]\n"
-              "  brokerctl [--socket PATH] credentials --upstream NAME --format aws\n"
-              "  brokerctl [--socket PATH] whoami | jwks | ping\n"
-              "  brokerctl [--admin-socket PATH] status | reload | keys | rotate [--alg ALG] | "
-              "revoke KID\n"
-              "  brokerctl [--admin-socket PATH] secret set NAME (value on stdin) | secret list |\n"
-              "                                  secret delete NAME | upstream test NAME\n"
-              "  brokerctl audit export --database PATH [--since TIME] [--until TIME]\n"
-              "                         [--event EVENT[,EVENT]]... [--format jsonl|csv|ocsf] "
-              "[--output FILE] [--threads N]\n"
-              "  brokerctl audit verify --database PATH | --file EXPORT.jsonl [--allow-empty]\n"
-              "                         [--audit-key PUBLIC_KEY|KEY_ID]... [--threads N]\n"
-              "\n"
-              "The workload socket defaults to $BROKER_SOCKET or " BROKER_DEFAULT_SOCKET ",\n"
-              "the admin socket to $BROKER_ADMIN_SOCKET or " BROKER_DEFAULT_ADMIN_SOCKET ".\n"
-              "TIME is RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22).\n"
-              "\n"
-              "Cloud SDK formats: 'token --format gcp-executable' prints Google's\n"
-              "executable-sourced credential response (also written to\n"
-              "$GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE when set); 'credentials --format aws' prints\n"
-              "AWS credential_process JSON (for an aws_sts upstream).\n"
-              "Agent mode: --write FILE puts the token alone (no newline) in FILE, replaced\n"
-              "atomically, mode MODE (octal, default 0600; no execute, no write for group or\n"
-              "others); --refresh keeps it fresh until SIGTERM or SIGINT (exit 0): rewritten at\n"
-              "80 % of the token's lifetime; while the broker is down or says no, FILE is left\n"
-              "as it is and the request retried after 1, 2, 4 ... 30 s. One log line per event\n"
-              "on stderr.\n"
-              "Exit codes: 0 ok, 1 usage or bad request, 2 broker unreachable or unavailable,\n"
-              "3 denied or rate limited, 4 anything else.\n",
-              f);
+        return (CallContext){.command = command};
 }
 
-/* What to do next, by kind of failure. */
-static const char *hint_for_status(int status)
-{
-        switch (status) {
-        case BROKER_E_DENIED:
-                return " (run 'brokerctl whoami' to see the identity the broker sees, and ask "
-                       "the operator for a rule)";
-        case BROKER_E_RATE_LIMITED:
-                return " (wait a moment and retry)";
-        case BROKER_E_UNAVAILABLE:
-                return "";
-        case BROKER_E_BAD_REQUEST:
-                return " (see 'brokerctl --help')";
-        default:
-                return " (see the broker's log)";
-        }
-}
+static int usage_error(const Command *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-static int report(const broker_error *err)
+/* "brokerctl: WHAT IS WRONG (see 'brokerctl COMMAND --help')"; returns EXIT_USAGE. */
+static int usage_error(const Command *c, const char *fmt, ...)
 {
-        fprintf(stderr, "brokerctl: %s%s%s%s\n", err->code[0] ? err->code : "",
-                err->code[0] ? ": " : "", err->message, hint_for_status(err->status));
-        return exit_code_for_status(err->status);
-}
+        va_list ap;
 
-static int usage_error(const char *message)
-{
-        fprintf(stderr, "brokerctl: %s (see 'brokerctl --help')\n", message);
+        fputs("brokerctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, " (see 'brokerctl %s%s--help')\n", c ? c->full : "", c ? " " : "");
         return EXIT_USAGE;
 }
 
-/* A broker JWT for --audience (with --scope and --ttl) into *tok; -errno with *err filled. */
-static int get_token(const Args *a, broker_token *tok, broker_error *err)
+static const Command *cmd_of(CommandId id)
+{
+        return &commands[id];
+}
+
+/* A broker JWT for --audience (with --scope and --ttl) into *tok; -errno with *err filled and
+ * *ret_connecting saying whether the connection itself failed. */
+static int get_token(const Args *a, broker_token *tok, broker_error *err, bool *ret_connecting)
 {
         broker *b = NULL;
         int r;
 
         r = broker_open(a->socket, 0, &b, err);
+        *ret_connecting = r < 0;
         if (r >= 0)
                 r = broker_get_token(b,
                                      &(broker_token_request){.audience = a->audience,
@@ -132,16 +97,18 @@ static int get_token(const Args *a, broker_token *tok, broker_error *err)
 
 /* Fetches an upstream's token into *tok; on failure reports it on stderr and returns the exit
  * code. */
-static int get_upstream_token(const Args *a, broker_upstream_token *tok)
+static int get_upstream_token(const Args *a, const Command *c, broker_upstream_token *tok)
 {
+        CallContext ctx = workload_call(c->full);
         broker *b = NULL;
         broker_error err = {};
         int r;
 
         if (a->audience || a->ttl)
-                return usage_error("--upstream takes no --audience or --ttl (the upstream's "
-                                   "configuration decides them)");
+                return usage_error(c, "--upstream takes no --audience or --ttl (the upstream's "
+                                      "configuration decides them)");
         r = broker_open(a->socket, 0, &b, &err);
+        ctx.connecting = r < 0;
         if (r >= 0)
                 r = broker_get_upstream_token(
                     b,
@@ -159,7 +126,7 @@ static int get_upstream_token(const Args *a, broker_upstream_token *tok)
                 return exit_code_for_status(err.status);
         }
         if (r < 0)
-                return report(&err);
+                return failure_report(&err, &ctx);
         return EXIT_OK;
 }
 
@@ -169,7 +136,7 @@ static int cmd_upstream_token(const Args *a, bool json)
         broker_upstream_token tok = {};
         int r;
 
-        r = get_upstream_token(a, &tok);
+        r = get_upstream_token(a, cmd_of(CMD_TOKEN), &tok);
         if (r != EXIT_OK)
                 return r;
         printf("%s\n", json ? tok.response_json : tok.access_token);
@@ -181,17 +148,18 @@ static int cmd_upstream_token(const Args *a, bool json)
 static int cmd_credentials(const Args *a)
 {
         _cleanup_(erase_and_freep) char *out = NULL;
+        const Command *c = cmd_of(CMD_CREDENTIALS);
         broker_upstream_token tok = {};
         char perr[256];
         int r;
 
-        if (!a->upstream || !a->format)
-                return usage_error("credentials needs --upstream NAME --format aws");
+        if (!a->upstream)
+                return usage_error(c, "credentials needs --upstream NAME (an aws_sts upstream)");
+        if (!a->format)
+                return usage_error(c, "credentials needs --format aws");
         if (strcmp(a->format, "aws") != 0)
-                return usage_error("credentials: the only --format is aws");
-        if (a->json || a->write || a->refresh || a->mode_set)
-                return usage_error("credentials takes no --json, --write, --refresh or --mode");
-        r = get_upstream_token(a, &tok);
+                return usage_error(c, "credentials --format is aws, got \"%s\"", a->format);
+        r = get_upstream_token(a, c, &tok);
         if (r != EXIT_OK)
                 return r;
         r = format_aws_credential_process(tok.response_json, &out, perr, sizeof(perr));
@@ -260,9 +228,10 @@ static int cmd_token_gcp(const Args *a)
         _cleanup_(erase_and_freep) char *out = NULL;
         const char *type = secure_getenv("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE");
         const char *output_file = secure_getenv("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE");
+        CallContext ctx = workload_call("token");
         broker_error err = {};
         broker_token tok = {};
-        char message[700];
+        char message[1200], hint[512];
         int r;
 
         if (a->upstream || !a->audience)
@@ -280,10 +249,10 @@ static int cmd_token_gcp(const Args *a)
                          type, GCP_TOKEN_TYPE_JWT);
                 return gcp_fail("unsupported_token_type", message, EXIT_USAGE);
         }
-        r = get_token(a, &tok, &err);
+        r = get_token(a, &tok, &err, &ctx.connecting);
         if (r < 0) {
-                snprintf(message, sizeof(message), "%s%s", err.message,
-                         hint_for_status(err.status));
+                failure_hint(&err, &ctx, hint, sizeof(hint));
+                snprintf(message, sizeof(message), "%s%s", err.message, hint);
                 return gcp_fail(status_code_name(&err), message, exit_code_for_status(err.status));
         }
         r = format_gcp_executable_success(tok.token, tok.expires_at, &out);
@@ -302,14 +271,16 @@ static int cmd_token_gcp(const Args *a)
 /* token --write FILE [--refresh]: agent.h. */
 static int cmd_token_write(const Args *a)
 {
+        const Command *c = cmd_of(CMD_TOKEN);
+
         if (a->json || (a->format && strcmp(a->format, "plain") != 0))
-                return usage_error("--write puts the token alone in the file; it takes no --json "
-                                   "or --format");
+                return usage_error(c, "--write puts the token alone in the file; it takes no "
+                                      "--json or --format");
         if (!a->audience && !a->upstream)
-                return usage_error("token needs --audience AUD or --upstream NAME");
+                return usage_error(c, "token needs --audience AUD or --upstream NAME");
         if (a->upstream && (a->audience || a->ttl))
-                return usage_error("--upstream takes no --audience or --ttl (the upstream's "
-                                   "configuration decides them)");
+                return usage_error(c, "--upstream takes no --audience or --ttl (the upstream's "
+                                      "configuration decides them)");
         return agent_run(&(AgentOptions){
             .socket = a->socket,
             .path = a->write,
@@ -325,13 +296,16 @@ static int cmd_token_write(const Args *a)
 
 static int cmd_token(const Args *a)
 {
+        const Command *c = cmd_of(CMD_TOKEN);
+        CallContext ctx = workload_call("token");
         broker_error err = {};
         broker_token tok = {};
         bool json = a->json;
         int r;
 
         if ((a->refresh || a->mode_set) && !a->write)
-                return usage_error("--refresh and --mode go with --write FILE");
+                return usage_error(c, "%s goes with --write FILE",
+                                   a->refresh ? "--refresh" : "--mode");
         if (a->write)
                 return cmd_token_write(a);
         if (a->format && strcmp(a->format, "gcp-executable") == 0) {
@@ -342,30 +316,45 @@ static int cmd_token(const Args *a)
         if (a->format && strcmp(a->format, "json") == 0)
                 json = true;
         else if (a->format && strcmp(a->format, "plain") != 0)
-                return usage_error("token --format is plain, json or gcp-executable");
+                return usage_error(c, "token --format is plain, json or gcp-executable, got \"%s\"",
+                                   a->format);
         else if (a->format && a->json)
-                return usage_error("--json is --format json");
+                return usage_error(c, "--json is --format json: give one of them");
         if (a->upstream)
                 return cmd_upstream_token(a, json);
-        if (!a->audience) {
-                fprintf(stderr, "brokerctl: token needs --audience AUD or --upstream NAME\n");
-                return EXIT_USAGE;
-        }
-        r = get_token(a, &tok, &err);
+        if (!a->audience)
+                return usage_error(c, "token needs --audience AUD or --upstream NAME");
+        r = get_token(a, &tok, &err, &ctx.connecting);
         if (r < 0)
-                return report(&err);
+                return failure_report(&err, &ctx);
         printf("%s\n", json ? tok.response_json : tok.token);
         broker_token_clear(&tok);
         return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
 
-/* Sends {"op": op[, field: value]} and prints the response. */
-static int cmd_simple(const char *socket, const char *op, const char *field, const char *value)
+typedef enum Output {
+        OUTPUT_AS_IS,  /* the broker's response as it came */
+        OUTPUT_JWKS,   /* the JWKS alone */
+        OUTPUT_STATUS, /* a table; JSON less the envelope with --json */
+        OUTPUT_KEYS,
+} Output;
+
+/* The upstream's OAuth2 error code of a failed response text, or NULL. */
+static const char *upstream_error_of(json_t *resp)
 {
-        _cleanup_(json_decrefp) json_t *req = json_pack("{s:s}", "op", op);
+        return json_string_value(
+            json_object_get(json_object_get(resp, "error"), "upstream_error"));
+}
+
+/* Sends {"op": op[, field: value]} and prints the response as `out` says. */
+static int cmd_simple(const char *socket, CallContext *ctx, const char *op, const char *field,
+                      const char *value, Output out, bool json)
+{
+        _cleanup_(json_decrefp) json_t *req = json_pack("{s:s}", "op", op), *reply = NULL;
         _cleanup_free_ char *text = NULL, *resp = NULL;
         broker *b = NULL;
         broker_error err = {};
+        char advice[300];
         int r;
 
         if (!req || (field && value && json_object_set_new(req, field, json_string(value)) < 0) ||
@@ -374,24 +363,63 @@ static int cmd_simple(const char *socket, const char *op, const char *field, con
                 return EXIT_OTHER;
         }
         r = broker_open(socket, 0, &b, &err);
+        ctx->connecting = r < 0;
         if (r >= 0)
                 r = broker_call(b, text, &resp, &err);
         broker_close(b);
-        if (r < 0)
-                return report(&err);
-        printf("%s\n", resp);
+        if (resp)
+                reply = json_loads(resp, 0, NULL);
+        if (r < 0) {
+                const char *ue = upstream_error_of(reply);
+
+                if (ue && !ctx->if_denied) {
+                        snprintf(advice, sizeof(advice),
+                                 "the upstream answered %s: check its configuration and the "
+                                 "secret it uses ('brokerctl secret list')",
+                                 ue);
+                        ctx->if_denied = advice;
+                }
+                return failure_report(&err, ctx);
+        }
+        if (out == OUTPUT_AS_IS) {
+                printf("%s\n", resp);
+                return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+        }
+        if (!reply) {
+                fprintf(stderr, "brokerctl: malformed answer from the broker\n");
+                return EXIT_OTHER;
+        }
+        if (json) {
+                _cleanup_free_ char *j = NULL;
+
+                reply_strip_envelope(reply);
+                j = json_dumps(reply, JSON_COMPACT);
+                if (!j) {
+                        fprintf(stderr, "brokerctl: out of memory\n");
+                        return EXIT_OTHER;
+                }
+                printf("%s\n", j);
+        } else {
+                r = out == OUTPUT_JWKS     ? print_jwks(reply, stdout)
+                    : out == OUTPUT_STATUS ? print_status_table(reply, stdout)
+                                           : print_keys_table(reply, stdout);
+                if (r < 0) {
+                        fprintf(stderr, "brokerctl: malformed %s answer from the broker\n", op);
+                        return EXIT_OTHER;
+                }
+        }
         return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
 
+/* --ttl: a duration as the configuration takes them (timeutil.h), within the protocol's
+ * bounds. */
 static int parse_ttl(const char *s, int64_t *ret)
 {
-        char *end;
-        errno = 0;
-        long long v = strtoll(s, &end, 10);
+        uint64_t v;
 
-        if (errno || end == s || *end || v <= 0 || v > TTL_MAX)
+        if (duration_parse(s, &v) < 0 || v < 1 || v > (uint64_t) TTL_MAX)
                 return -EINVAL;
-        *ret = v;
+        *ret = (int64_t) v;
         return 0;
 }
 
@@ -401,255 +429,464 @@ static const char *admin_socket_path(const Args *a)
         return p && *p ? p : BROKER_DEFAULT_ADMIN_SOCKET;
 }
 
-/* One getopt pass over argv into *a. Returns -1 when parsing should go on, else the exit
- * code (0 after --help). */
-static int parse_options(int argc, char **argv, const char *optstring, Args *a)
-{
-        enum {
-                OPT_SOCKET = 0x100,
-                OPT_ADMIN_SOCKET,
-                OPT_AUDIENCE,
-                OPT_UPSTREAM,
-                OPT_SCOPE,
-                OPT_TTL,
-                OPT_JSON,
-                OPT_DATABASE,
-                OPT_SINCE,
-                OPT_UNTIL,
-                OPT_FORMAT,
-                OPT_OUTPUT,
-                OPT_EVENT,
-                OPT_ALG,
-                OPT_FILE,
-                OPT_AUDIT_KEY,
-                OPT_THREADS,
-                OPT_ALLOW_EMPTY,
-                OPT_WRITE,
-                OPT_REFRESH,
-                OPT_MODE,
-        };
-        static const struct option opts[] = {
-            {"socket", required_argument, NULL, OPT_SOCKET},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"audience", required_argument, NULL, OPT_AUDIENCE},
-            {"upstream", required_argument, NULL, OPT_UPSTREAM},
-            {"scope", required_argument, NULL, OPT_SCOPE},
-            {"ttl", required_argument, NULL, OPT_TTL},
-            {"json", no_argument, NULL, OPT_JSON},
-            {"database", required_argument, NULL, OPT_DATABASE},
-            {"since", required_argument, NULL, OPT_SINCE},
-            {"until", required_argument, NULL, OPT_UNTIL},
-            {"format", required_argument, NULL, OPT_FORMAT},
-            {"output", required_argument, NULL, OPT_OUTPUT},
-            {"event", required_argument, NULL, OPT_EVENT},
-            {"alg", required_argument, NULL, OPT_ALG},
-            {"file", required_argument, NULL, OPT_FILE},
-            {"audit-key", required_argument, NULL, OPT_AUDIT_KEY},
-            {"threads", required_argument, NULL, OPT_THREADS},
-            {"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
-            {"write", required_argument, NULL, OPT_WRITE},
-            {"refresh", no_argument, NULL, OPT_REFRESH},
-            {"mode", required_argument, NULL, OPT_MODE},
-            {"help", no_argument, NULL, 'h'},
-            {},
-        };
-        int c;
+enum {
+        OPT_GETOPT_BASE = 0x100, /* getopt's values: OPT_GETOPT_BASE + OptionId */
+        OPT_VERSION = OPT_GETOPT_BASE + _OPT_MAX,
+};
 
-        while ((c = getopt_long(argc, argv, optstring, opts, NULL)) >= 0)
-                switch (c) {
-                case OPT_SOCKET:
-                        a->socket = optarg;
-                        break;
-                case OPT_ADMIN_SOCKET:
-                        a->admin_socket = optarg;
-                        break;
-                case OPT_AUDIENCE:
-                        a->audience = optarg;
-                        break;
-                case OPT_UPSTREAM:
-                        a->upstream = optarg;
-                        break;
-                case OPT_SCOPE:
-                        if (a->n_scopes >= SCOPES_MAX) {
-                                fprintf(stderr, "brokerctl: at most %u --scope options\n",
-                                        SCOPES_MAX);
-                                return EXIT_USAGE;
-                        }
-                        a->scopes[a->n_scopes++] = optarg;
-                        break;
-                case OPT_TTL:
-                        if (parse_ttl(optarg, &a->ttl) < 0) {
-                                fprintf(stderr,
-                                        "brokerctl: --ttl must be a number of seconds between 1 "
-                                        "and %lld, got \"%s\"\n",
-                                        (long long) TTL_MAX, optarg);
-                                return EXIT_USAGE;
-                        }
-                        break;
-                case OPT_JSON:
-                        a->json = true;
-                        break;
-                case OPT_DATABASE:
-                        a->audit.database = optarg;
-                        break;
-                case OPT_SINCE:
-                        a->audit.since = optarg;
-                        break;
-                case OPT_UNTIL:
-                        a->audit.until = optarg;
-                        break;
-                case OPT_FORMAT:
-                        a->format = a->audit.format = optarg;
-                        break;
-                case OPT_OUTPUT:
-                        a->audit.output = optarg;
-                        break;
-                case OPT_ALG:
-                        a->alg = optarg;
-                        break;
-                case OPT_FILE:
-                        a->audit.file = optarg;
-                        break;
-                case OPT_AUDIT_KEY:
-                        if (a->audit.n_pins >= AUDIT_PINS_MAX) {
-                                fprintf(stderr, "brokerctl: at most %u --audit-key options\n",
-                                        AUDIT_PINS_MAX);
-                                return EXIT_USAGE;
-                        }
-                        a->audit.pins[a->audit.n_pins++] = optarg;
-                        break;
-                case OPT_EVENT:
-                        if (audit_args_add_events(&a->audit, optarg) != EXIT_OK)
-                                return EXIT_USAGE;
-                        break;
-                case OPT_ALLOW_EMPTY:
-                        a->audit.allow_empty = true;
-                        break;
-                case OPT_WRITE:
-                        if (!*optarg) {
-                                fprintf(stderr, "brokerctl: --write needs a file name\n");
-                                return EXIT_USAGE;
-                        }
-                        a->write = optarg;
-                        break;
-                case OPT_REFRESH:
-                        a->refresh = true;
-                        break;
-                case OPT_MODE: {
-                        int k = token_file_mode_parse(optarg, &a->mode);
-                        if (k < 0) {
-                                fprintf(stderr,
-                                        k == -EPERM
-                                            ? "brokerctl: --mode %s is refused: a token file may "
+#define LONG_OPT(name, has_arg, id) {name, has_arg, NULL, OPT_GETOPT_BASE + (id)}
+
+static const struct option long_options[] = {
+    LONG_OPT("socket", required_argument, OPT_SOCKET),
+    LONG_OPT("admin-socket", required_argument, OPT_ADMIN_SOCKET),
+    LONG_OPT("audience", required_argument, OPT_AUDIENCE),
+    LONG_OPT("upstream", required_argument, OPT_UPSTREAM),
+    LONG_OPT("scope", required_argument, OPT_SCOPE),
+    LONG_OPT("ttl", required_argument, OPT_TTL),
+    LONG_OPT("json", no_argument, OPT_JSON),
+    LONG_OPT("database", required_argument, OPT_DATABASE),
+    LONG_OPT("since", required_argument, OPT_SINCE),
+    LONG_OPT("until", required_argument, OPT_UNTIL),
+    LONG_OPT("format", required_argument, OPT_FORMAT),
+    LONG_OPT("output", required_argument, OPT_OUTPUT),
+    LONG_OPT("event", required_argument, OPT_EVENT),
+    LONG_OPT("alg", required_argument, OPT_ALG),
+    LONG_OPT("file", required_argument, OPT_FILE),
+    LONG_OPT("audit-key", required_argument, OPT_AUDIT_KEY),
+    LONG_OPT("threads", required_argument, OPT_THREADS),
+    LONG_OPT("allow-empty", no_argument, OPT_ALLOW_EMPTY),
+    LONG_OPT("write", required_argument, OPT_WRITE),
+    LONG_OPT("refresh", no_argument, OPT_REFRESH),
+    LONG_OPT("mode", required_argument, OPT_MODE),
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},
+    {},
+};
+
+/* Takes one option's value into *a. Returns -1 to go on, else the exit code. */
+static int take_option(OptionId id, const char *optarg_, Args *a)
+{
+        char *value = (char *) optarg_;
+
+        a->seen |= OPT_BIT(id);
+        switch (id) {
+        case OPT_SOCKET:
+                a->socket = value;
+                break;
+        case OPT_ADMIN_SOCKET:
+                a->admin_socket = value;
+                break;
+        case OPT_AUDIENCE:
+                a->audience = value;
+                break;
+        case OPT_UPSTREAM:
+                a->upstream = value;
+                break;
+        case OPT_SCOPE:
+                if (a->n_scopes >= SCOPES_MAX) {
+                        fprintf(stderr, "brokerctl: at most %u --scope options\n", SCOPES_MAX);
+                        return EXIT_USAGE;
+                }
+                a->scopes[a->n_scopes++] = value;
+                break;
+        case OPT_TTL:
+                if (parse_ttl(value, &a->ttl) < 0) {
+                        fprintf(stderr,
+                                "brokerctl: --ttl must be a duration from 1 second to %lld "
+                                "seconds: a number of seconds, or a number with s, m, h or d "
+                                "(90s, 15m, 1h, 1d); got \"%s\"\n",
+                                (long long) TTL_MAX, value);
+                        return EXIT_USAGE;
+                }
+                break;
+        case OPT_JSON:
+                a->json = true;
+                break;
+        case OPT_DATABASE:
+                a->audit.database = value;
+                break;
+        case OPT_SINCE:
+                a->audit.since = value;
+                break;
+        case OPT_UNTIL:
+                a->audit.until = value;
+                break;
+        case OPT_FORMAT:
+                a->format = a->audit.format = value;
+                break;
+        case OPT_OUTPUT:
+                a->audit.output = value;
+                break;
+        case OPT_ALG:
+                a->alg = value;
+                break;
+        case OPT_FILE:
+                a->audit.file = value;
+                break;
+        case OPT_AUDIT_KEY:
+                if (a->audit.n_pins >= AUDIT_PINS_MAX) {
+                        fprintf(stderr, "brokerctl: at most %u --audit-key options\n",
+                                AUDIT_PINS_MAX);
+                        return EXIT_USAGE;
+                }
+                a->audit.pins[a->audit.n_pins++] = value;
+                break;
+        case OPT_EVENT:
+                if (audit_args_add_events(&a->audit, value) != EXIT_OK)
+                        return EXIT_USAGE;
+                break;
+        case OPT_ALLOW_EMPTY:
+                a->audit.allow_empty = true;
+                break;
+        case OPT_WRITE:
+                if (!*value) {
+                        fprintf(stderr, "brokerctl: --write needs a file name\n");
+                        return EXIT_USAGE;
+                }
+                a->write = value;
+                break;
+        case OPT_REFRESH:
+                a->refresh = true;
+                break;
+        case OPT_MODE: {
+                int k = token_file_mode_parse(value, &a->mode);
+                if (k < 0) {
+                        fprintf(stderr,
+                                k == -EPERM ? "brokerctl: --mode %s is refused: a token file may "
                                               "not be executable, writable by group or others, "
                                               "setuid, setgid or sticky, and someone must be able "
                                               "to read it (0600, 0640, 0644, 0440 ...)\n"
                                             : "brokerctl: --mode must be an octal file mode such "
                                               "as 0600 or 0640, got \"%s\"\n",
-                                        optarg);
-                                return EXIT_USAGE;
-                        }
-                        a->mode_set = true;
-                        break;
-                }
-                case OPT_THREADS: {
-                        char *end;
-                        long t = strtol(optarg, &end, 10);
-                        if (end == optarg || *end || t < 1 || t > GRANTLOG_THREADS_MAX) {
-                                fprintf(stderr,
-                                        "brokerctl: --threads must be between 1 and %u, got "
-                                        "\"%s\"\n",
-                                        GRANTLOG_THREADS_MAX, optarg);
-                                return EXIT_USAGE;
-                        }
-                        a->audit.threads = (int) t;
-                        break;
-                }
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
+                                value);
                         return EXIT_USAGE;
                 }
-
+                a->mode_set = true;
+                break;
+        }
+        case OPT_THREADS: {
+                char *end;
+                long t = strtol(value, &end, 10);
+                if (end == value || *end || t < 1 || t > GRANTLOG_THREADS_MAX) {
+                        fprintf(stderr,
+                                "brokerctl: --threads must be between 1 and %u, got \"%s\"\n",
+                                GRANTLOG_THREADS_MAX, value);
+                        return EXIT_USAGE;
+                }
+                a->audit.threads = (int) t;
+                break;
+        }
+        default:
+                break;
+        }
         return -1;
+}
+
+/* One getopt pass over argv into *a; `command` (or NULL) names what a getopt error's advice
+ * points at. Returns -1 when parsing should go on, else the exit code. --help and --version
+ * are noted, to be acted on once the command is known. */
+static int parse_options(int argc, char **argv, const char *optstring, const char *command,
+                         Args *a)
+{
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, optstring, long_options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        a->help = true;
+                        break;
+                case OPT_VERSION:
+                        a->version = true;
+                        break;
+                case '?':
+                        /* getopt named the option and what is wrong with it */
+                        fprintf(stderr, "See 'brokerctl %s%s--help'.\n", command ?: "",
+                                command ? " " : "");
+                        return EXIT_USAGE;
+                default:
+                        r = take_option((OptionId) (c - OPT_GETOPT_BASE), optarg, a);
+                        if (r >= 0)
+                                return r;
+                }
+        return -1;
+}
+
+/* The option a word after `revoke` names exactly ("--admin-socket" or "--admin-socket=PATH"),
+ * or NULL: such a word is an option, any other (a kid may start with '-') the KID. */
+static const struct option *revoke_option(const char *word)
+{
+        if (strncmp(word, "--", 2) != 0)
+                return NULL;
+        for (const struct option *o = long_options; o->name; o++) {
+                size_t n = strlen(o->name);
+
+                if (strncmp(word + 2, o->name, n) == 0 &&
+                    (word[2 + n] == 0 || (word[2 + n] == '=' && o->has_arg != no_argument)))
+                        return o;
+        }
+        return NULL;
+}
+
+/* The words after `revoke` (argv[0] is the first): options as revoke_option() says, "--" ends
+ * them, the rest are operands, collected in w[1..]. Returns -1 to go on, else the exit code. */
+static int parse_revoke(int argc, char **argv, Args *a, char **w, int *ret_n)
+{
+        bool options_done = false;
+        int n = 1, r;
+
+        for (int i = 0; i < argc; i++) {
+                const struct option *o = options_done ? NULL : revoke_option(argv[i]);
+                const char *eq;
+
+                if (!options_done && strcmp(argv[i], "--") == 0) {
+                        options_done = true;
+                        continue;
+                }
+                if (!options_done && strcmp(argv[i], "-h") == 0) {
+                        a->help = true;
+                        continue;
+                }
+                if (!o) {
+                        w[n++] = argv[i];
+                        continue;
+                }
+                if (o->val == 'h' || o->val == OPT_VERSION) {
+                        a->help |= o->val == 'h';
+                        a->version |= o->val == OPT_VERSION;
+                        continue;
+                }
+                eq = strchr(argv[i], '=');
+                if (o->has_arg == no_argument)
+                        r = take_option((OptionId) (o->val - OPT_GETOPT_BASE), NULL, a);
+                else if (eq)
+                        r = take_option((OptionId) (o->val - OPT_GETOPT_BASE), eq + 1, a);
+                else if (i + 1 < argc)
+                        r = take_option((OptionId) (o->val - OPT_GETOPT_BASE), argv[++i], a);
+                else {
+                        fprintf(stderr, "brokerctl: option '%s' requires an argument\n", argv[i]);
+                        return EXIT_USAGE;
+                }
+                if (r >= 0)
+                        return r;
+        }
+        *ret_n = n;
+        return -1;
+}
+
+/* Refuses an option the command does not take, naming both. */
+static int check_options(const Command *c, const Args *a)
+{
+        unsigned extra = a->seen & ~c->options;
+        OptionId o;
+
+        /* audit export and verify explain an option of the other one themselves (audit_tool.h),
+         * better than this could */
+        for (size_t i = 0; c->group && i < _CMD_MAX; i++)
+                if (commands[i].group && strcmp(commands[i].group, c->group) == 0)
+                        extra &= ~(commands[i].options & ~(OPT_BIT(OPT_SOCKET) |
+                                                            OPT_BIT(OPT_ADMIN_SOCKET)));
+        if (!extra)
+                return -1;
+        for (o = 0; o < _OPT_MAX && !(extra & OPT_BIT(o)); o++)
+                ;
+        if (o == OPT_SOCKET && c->admin)
+                return usage_error(c, "--socket does not apply to %s: it talks to the admin "
+                                      "socket, named with --admin-socket PATH or "
+                                      "$BROKER_ADMIN_SOCKET",
+                                   c->full);
+        if (o == OPT_ADMIN_SOCKET && !c->admin && !c->group)
+                return usage_error(c, "--admin-socket does not apply to %s: it talks to the "
+                                      "workload socket, named with --socket PATH or $BROKER_SOCKET",
+                                   c->full);
+        return usage_error(c, "%s does not apply to %s", option_name(o), c->full);
+}
+
+static int run_command(const Command *c, Args *a, char **operands)
+{
+        CallContext ctx = {.command = c->full, .admin = c->admin};
+        const char *admin = admin_socket_path(a);
+
+        switch (c->id) {
+        case CMD_TOKEN:
+                return cmd_token(a);
+        case CMD_CREDENTIALS:
+                return cmd_credentials(a);
+        case CMD_WHOAMI:
+        case CMD_PING:
+                return cmd_simple(a->socket, &ctx, c->name, NULL, NULL, OUTPUT_AS_IS, false);
+        case CMD_JWKS:
+                return cmd_simple(a->socket, &ctx, c->name, NULL, NULL, OUTPUT_JWKS, false);
+        case CMD_STATUS:
+                return cmd_simple(admin, &ctx, c->name, NULL, NULL, OUTPUT_STATUS, a->json);
+        case CMD_KEYS:
+                return cmd_simple(admin, &ctx, c->name, NULL, NULL, OUTPUT_KEYS, a->json);
+        case CMD_RELOAD:
+                ctx.if_bad_request = "the running configuration stays; fix the file and reload";
+                return cmd_simple(admin, &ctx, c->name, NULL, NULL, OUTPUT_AS_IS, false);
+        case CMD_ROTATE:
+                ctx.operand = a->alg;
+                ctx.if_not_found = "'brokerctl keys' shows the active keys and their algorithms";
+                ctx.if_bad_request = "--alg is EdDSA, ES256 or RS256";
+                return cmd_simple(admin, &ctx, c->name, "alg", a->alg, OUTPUT_AS_IS, false);
+        case CMD_REVOKE:
+                ctx.operand = operands[0];
+                ctx.if_not_found = "'brokerctl keys' lists the kids";
+                ctx.if_bad_request = "'brokerctl keys' shows each key's state";
+                return cmd_simple(admin, &ctx, c->name, "kid", operands[0], OUTPUT_AS_IS, false);
+        case CMD_SECRET_SET:
+                return secret_set(admin, operands[0]);
+        case CMD_SECRET_LIST:
+                return secret_list(admin);
+        case CMD_SECRET_DELETE:
+                return secret_delete(admin, operands[0]);
+        case CMD_UPSTREAM_TEST:
+                ctx.operand = operands[0];
+                ctx.if_not_found = "the upstreams are those the broker's configuration names "
+                                   "under \"upstreams\"";
+                return cmd_simple(admin, &ctx, "upstream_test", "upstream", operands[0],
+                                  OUTPUT_AS_IS, false);
+        case CMD_AUDIT_EXPORT:
+                return audit_export(&a->audit);
+        case CMD_AUDIT_VERIFY:
+                return audit_verify(&a->audit);
+        default:
+                return EXIT_OTHER;
+        }
+}
+
+static void list_commands(FILE *f)
+{
+        fputs("the commands are", f);
+        for (size_t i = 0; i < _CMD_MAX; i++) {
+                const Command *c = &commands[i];
+                bool first_of_group = !c->group || i == 0 || !commands[i - 1].group ||
+                                      strcmp(commands[i - 1].group, c->group) != 0;
+
+                if (first_of_group)
+                        fprintf(f, "%s %s", i ? "," : "", c->group ?: c->name);
+        }
 }
 
 int main(int argc, char **argv)
 {
         Args a = {};
-        int r;
+        const Command *c;
+        char **w, **operands;
+        int n, n_operands, r;
+
         /* Nothing here reads SQLite's memory statistics; keeping them costs a global mutex
          * per allocation, which the verify threads would contend on. */
         (void) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
-        /* Global options stop at the command word ('+'), so what follows it is the command's:
-         * a key id may start with '-' (base64url) and must not be taken for an option. */
-        r = parse_options(argc, argv, "+h", &a);
+        /* Options before the command word stop at it ('+'); they are checked against the
+         * command like those after it. */
+        r = parse_options(argc, argv, "+h", NULL, &a);
         if (r >= 0)
                 return r;
+        if (a.version) {
+                printf("brokerctl " BROKERD_VERSION "\n");
+                return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+        }
         if (optind >= argc) {
-                usage(stderr);
+                if (a.help) {
+                        usage_all(stdout);
+                        return EXIT_OK;
+                }
+                fputs("brokerctl: no command given; ", stderr);
+                list_commands(stderr);
+                fputs(" (see 'brokerctl --help')\n", stderr);
                 return EXIT_USAGE;
         }
-        int n;
-        char **w;
+
+        w = calloc((size_t) argc + 1, sizeof(char *));
+        if (!w) {
+                fprintf(stderr, "brokerctl: out of memory\n");
+                return EXIT_OTHER;
+        }
+        w[0] = argv[optind];
         if (strcmp(argv[optind], "revoke") == 0) {
-                w = argv + optind;
-                n = argc - optind;
-                if (n >= 2 && strcmp(w[1], "--") == 0) { /* "revoke -- KID" works too */
-                        w[1] = w[0];
-                        w++;
-                        n--;
-                }
+                /* A kid may start with '-' (base64url; 1 in 64 real kids does): only the
+                 * options revoke_option() names are taken for options. */
+                r = parse_revoke(argc - optind - 1, argv + optind + 1, &a, w, &n);
         } else {
                 /* The command's own options, anywhere after it. */
                 int sub_argc = argc - optind;
                 char **sub_argv = argv + optind;
                 char *command = sub_argv[0];
+
                 optind = 0;            /* glibc: start a fresh scan */
                 sub_argv[0] = argv[0]; /* getopt's messages name argv[0] */
-                r = parse_options(sub_argc, sub_argv, "h", &a);
+                r = parse_options(sub_argc, sub_argv, "h", command, &a);
                 sub_argv[0] = command;
-                if (r >= 0)
-                        return r;
-                w = sub_argv + optind - 1;
-                w[0] = command;
-                n = sub_argc - optind + 1;
+                n = 1;
+                for (int i = optind; r < 0 && i < sub_argc; i++)
+                        w[n++] = sub_argv[i];
+        }
+        if (r >= 0)
+                goto out;
+        if (a.version) {
+                printf("brokerctl " BROKERD_VERSION "\n");
+                r = fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+                goto out;
         }
 
-        const char *cmd = w[0];
-
-        if (strcmp(cmd, "token") == 0 && n == 1)
-                return cmd_token(&a);
-        if (strcmp(cmd, "credentials") == 0 && n == 1)
-                return cmd_credentials(&a);
-        if ((strcmp(cmd, "whoami") == 0 || strcmp(cmd, "jwks") == 0 || strcmp(cmd, "ping") == 0) &&
-            n == 1)
-                return cmd_simple(a.socket, cmd, NULL, NULL);
-        if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
-             strcmp(cmd, "keys") == 0) &&
-            n == 1)
-                return cmd_simple(admin_socket_path(&a), cmd, NULL, NULL);
-        if (strcmp(cmd, "rotate") == 0 && n == 1)
-                return cmd_simple(admin_socket_path(&a), cmd, "alg", a.alg);
-        if (strcmp(cmd, "revoke") == 0 && n == 2)
-                return cmd_simple(admin_socket_path(&a), cmd, "kid", w[1]);
-        if (strcmp(cmd, "secret") == 0 && n == 3 && strcmp(w[1], "set") == 0)
-                return secret_set(admin_socket_path(&a), w[2]);
-        if (strcmp(cmd, "secret") == 0 && n == 2 && strcmp(w[1], "list") == 0)
-                return secret_list(admin_socket_path(&a));
-        if (strcmp(cmd, "secret") == 0 && n == 3 && strcmp(w[1], "delete") == 0)
-                return secret_delete(admin_socket_path(&a), w[2]);
-        if (strcmp(cmd, "upstream") == 0 && n == 3 && strcmp(w[1], "test") == 0)
-                return cmd_simple(admin_socket_path(&a), "upstream_test", "upstream", w[2]);
-        if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "export") == 0)
-                return audit_export(&a.audit);
-        if (strcmp(cmd, "audit") == 0 && n == 2 && strcmp(w[1], "verify") == 0)
-                return audit_verify(&a.audit);
-
-        fprintf(stderr, "brokerctl: unknown command or wrong arguments: %s\n", cmd);
-        usage(stderr);
-        return EXIT_USAGE;
+        if (command_is_group(w[0])) {
+                c = n >= 2 ? command_find(w[0], w[1]) : NULL;
+                if (!c && a.help) {
+                        usage_group(w[0], stdout);
+                        r = EXIT_OK;
+                        goto out;
+                }
+                if (!c && n < 2) {
+                        fprintf(stderr, "brokerctl: %s needs a command: %s (see 'brokerctl %s "
+                                        "--help')\n",
+                                w[0], command_group_choices(w[0]), w[0]);
+                        r = EXIT_USAGE;
+                        goto out;
+                }
+                if (!c) {
+                        fprintf(stderr, "brokerctl: unknown command '%s %s': %s takes %s (see "
+                                        "'brokerctl %s --help')\n",
+                                w[0], w[1], w[0], command_group_choices(w[0]), w[0]);
+                        r = EXIT_USAGE;
+                        goto out;
+                }
+                operands = w + 2;
+                n_operands = n - 2;
+        } else {
+                c = command_find(w[0], NULL);
+                if (!c) {
+                        fprintf(stderr, "brokerctl: unknown command '%s'; ", w[0]);
+                        list_commands(stderr);
+                        fputs(" (see 'brokerctl --help')\n", stderr);
+                        r = EXIT_USAGE;
+                        goto out;
+                }
+                operands = w + 1;
+                n_operands = n - 1;
+        }
+        if (a.help) {
+                usage_command(c, stdout);
+                r = fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+                goto out;
+        }
+        if (c->operand && n_operands < 1) {
+                r = usage_error(c, "%s needs %s", c->full, c->operand);
+                goto out;
+        }
+        if (n_operands > (c->operand ? 1 : 0)) {
+                if (c->operand)
+                        r = usage_error(c, "%s takes one %s, got also \"%s\"", c->full,
+                                        c->operand, operands[1]);
+                else
+                        r = usage_error(c, "%s takes no arguments, got \"%s\"", c->full,
+                                        operands[0]);
+                goto out;
+        }
+        r = check_options(c, &a);
+        if (r < 0)
+                r = run_command(c, &a, operands);
+out:
+        free(w);
+        return r;
 }

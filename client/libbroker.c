@@ -102,9 +102,9 @@ static int do_connect(broker *b, broker_error *err)
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 int e = errno;
                 close(fd);
-                return fail(err, BROKER_E_UNAVAILABLE, NULL,
-                            "cannot reach the broker at %s: %s (is brokerd running? set "
-                            "--socket or BROKER_SOCKET to another socket)",
+                /* No advice here: which option or variable names this socket is the
+                 * caller's to say (brokerctl's hints.h). */
+                return fail(err, BROKER_E_UNAVAILABLE, NULL, "cannot reach the broker at %s: %s",
                             b->path, strerror(e));
         }
         b->fd = fd;

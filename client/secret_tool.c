@@ -10,16 +10,10 @@
 
 #include "broker.h"
 #include "exitcode.h"
+#include "hints.h"
 #include "json-util.h"
 #include "macro.h"
 #include "message.h"
-
-static int report(const broker_error *err)
-{
-        fprintf(stderr, "brokerctl: %s%s%s\n", err->code[0] ? err->code : "",
-                err->code[0] ? ": " : "", err->message);
-        return exit_code_for_status(err->status);
-}
 
 /* The value: one line typed at a terminal without echo, or everything piped in, less one
  * trailing newline. At most SECRET_VALUE_MAX bytes; wiped by the caller. */
@@ -73,8 +67,9 @@ static int read_value(char *buf, size_t cap, size_t *ret_len)
         return EXIT_OK;
 }
 
-/* Sends `req` on the admin socket and prints the answer. `req` is wiped as text. */
-static int admin_call(const char *admin_socket, json_t *req)
+/* Sends `req` on the admin socket and prints the answer, or reports the failure as `ctx` says.
+ * `req` is wiped as text. */
+static int admin_call(const char *admin_socket, json_t *req, CallContext *ctx)
 {
         _cleanup_free_ char *resp = NULL;
         char *text = json_dumps(req, JSON_COMPACT);
@@ -87,13 +82,14 @@ static int admin_call(const char *admin_socket, json_t *req)
                 return EXIT_USAGE;
         }
         r = broker_open(admin_socket, 0, &b, &err);
+        ctx->connecting = r < 0;
         if (r >= 0)
                 r = broker_call(b, text, &resp, &err);
         broker_close(b);
         explicit_bzero(text, strlen(text));
         free(text);
         if (r < 0)
-                return report(&err);
+                return failure_report(&err, ctx);
         printf("%s\n", resp);
         return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
@@ -117,7 +113,9 @@ int secret_set(const char *admin_socket, const char *name)
         } else if (r == EXIT_OK) {
                 req = json_pack("{s:s, s:s, s:o}", "op", "secret_set", "name", name, "value", v);
                 /* jansson's copy of the value is wiped before the request is freed */
-                r = req ? admin_call(admin_socket, req) : EXIT_OTHER;
+                r = req ? admin_call(admin_socket, req,
+                                     &(CallContext){.command = "secret set", .admin = true})
+                        : EXIT_OTHER;
                 explicit_bzero((char *) json_string_value(v), len);
         }
         explicit_bzero(buf, SECRET_VALUE_MAX + 2);
@@ -131,7 +129,8 @@ int secret_list(const char *admin_socket)
 
         if (!req)
                 return EXIT_OTHER;
-        return admin_call(admin_socket, req);
+        return admin_call(admin_socket, req,
+                          &(CallContext){.command = "secret list", .admin = true});
 }
 
 int secret_delete(const char *admin_socket, const char *name)
@@ -141,5 +140,9 @@ int secret_delete(const char *admin_socket, const char *name)
 
         if (!req)
                 return EXIT_USAGE;
-        return admin_call(admin_socket, req);
+        return admin_call(admin_socket, req,
+                          &(CallContext){.command = "secret delete",
+                                         .admin = true,
+                                         .operand = name,
+                                         .if_not_found = "'brokerctl secret list' lists them"});
 }

@@ -5,8 +5,10 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -53,9 +55,32 @@ static unsigned perm_bits(const struct stat *st)
         return (unsigned) (st->st_mode & 07777);
 }
 
+/* path_set_daemon_user(); unset: the effective uid is the daemon's. */
+static bool daemon_user_set;
+static uid_t daemon_user_uid;
+static gid_t daemon_user_gid;
+
+void path_set_daemon_user(uid_t uid, gid_t gid)
+{
+        daemon_user_set = true;
+        daemon_user_uid = uid;
+        daemon_user_gid = gid;
+}
+
+static uid_t daemon_uid(void)
+{
+        return daemon_user_set ? daemon_user_uid : geteuid();
+}
+
+/* Who daemon_uid() is, for messages. */
+static const char *daemon_uid_name(void)
+{
+        return daemon_user_set ? "the user brokerd runs as" : "the daemon's effective uid";
+}
+
 static bool trusted_uid(uid_t uid)
 {
-        return uid == 0 || uid == geteuid();
+        return uid == 0 || uid == daemon_uid();
 }
 
 /* One directory of a walk: who may rename or replace what lies below it. `last`: the directory
@@ -63,17 +88,16 @@ static bool trusted_uid(uid_t uid)
 static int check_dir(const struct stat *st, const char *path, PathDirFlags flags, bool last,
                      char *err, size_t errlen)
 {
-        uid_t euid = geteuid();
+        uid_t euid = daemon_uid();
 
         if (!S_ISDIR(st->st_mode))
                 return fail(err, errlen, -ENOTDIR, "%s: is a %s, wanted a directory", path,
                             file_type_name(st->st_mode));
         if (last && (flags & PATH_CREATE)) {
                 if (st->st_uid != euid)
-                        return fail(err, errlen, -EPERM,
-                                    "%s: owned by uid %u, wanted uid %u (the daemon's effective "
-                                    "uid)",
-                                    path, (unsigned) st->st_uid, (unsigned) euid);
+                        return fail(err, errlen, -EPERM, "%s: owned by uid %u, wanted uid %u (%s)",
+                                    path, (unsigned) st->st_uid, (unsigned) euid,
+                                    daemon_uid_name());
         } else if (!trusted_uid(st->st_uid))
                 return fail(err, errlen, -EPERM, "%s: owned by uid %u, wanted root or uid %u", path,
                             (unsigned) st->st_uid, (unsigned) euid);
@@ -155,7 +179,39 @@ static int make_one_dir(int dir_fd, const char *name, const char *path, mode_t m
                 r = negative_errno();
                 return fail(err, errlen, r, "%s: cannot set mode %04o: %m", path, (unsigned) mode);
         }
+        /* Root making it for the user it will run as: the user's, as if it had made it. */
+        if (daemon_user_set && geteuid() != daemon_user_uid &&
+            fchown(fd, daemon_user_uid, daemon_user_gid) < 0) {
+                r = negative_errno();
+                return fail(err, errlen, r, "%s: cannot give it to uid %u: %m", path,
+                            (unsigned) daemon_user_uid);
+        }
         return 0;
+}
+
+/* PATH_DRY_RUN: `path`, a missing name in `parent_fd`, and whatever follows it (`rest`) would
+ * be made: each as make_one_dir() would leave it, the last one (`dir`) with the last one's
+ * rules. */
+static int would_make(int parent_fd, const char *path, const char *rest, const char *dir,
+                      PathDirFlags flags, mode_t mode, int *ret_fd, char *err, size_t errlen)
+{
+        struct stat st = {.st_mode = S_IFDIR | mode, .st_uid = daemon_uid()};
+        struct statvfs sv;
+        int r;
+
+        if (fstatvfs(parent_fd, &sv) >= 0 && (sv.f_flag & ST_RDONLY))
+                return fail(err, errlen, -EROFS, "%s: cannot create directory: %m", path);
+        if (!rest_is_empty(rest)) {
+                r = check_dir(&st, path, flags, false, err, errlen);
+                if (r < 0)
+                        return r;
+        }
+        r = check_dir(&st, dir, flags, true, err, errlen);
+        if (r < 0)
+                return r;
+        if (ret_fd)
+                *ret_fd = -EBADF;
+        return 1;
 }
 
 int path_open_dir(const char *dir, PathDirFlags flags, mode_t mode, int *ret_fd, char *err,
@@ -253,6 +309,9 @@ int path_open_dir(const char *dir, PathDirFlags flags, mode_t mode, int *ret_fd,
                         r = negative_errno();
                         if (r != -ENOENT || !(flags & PATH_CREATE))
                                 return fail(err, errlen, r, "%s: cannot stat: %m", next);
+                        if (flags & PATH_DRY_RUN)
+                                return would_make(fd, next, p, dir, flags, mode, ret_fd, err,
+                                                  errlen);
                         r = make_one_dir(fd, name, next, mode, err, errlen);
                         if (r < 0)
                                 return r;
@@ -273,7 +332,7 @@ int path_open_dir(const char *dir, PathDirFlags flags, mode_t mode, int *ret_fd,
                                 return fail(err, errlen, -EPERM,
                                             "%s: symlink owned by uid %u, wanted a directory, or "
                                             "a symlink owned by root or uid %u",
-                                            next, (unsigned) st.st_uid, (unsigned) geteuid());
+                                            next, (unsigned) st.st_uid, (unsigned) daemon_uid());
                         if (++links > MAX_SYMLINKS)
                                 return fail(err, errlen, -ELOOP, "%s: too many symlinks", dir);
                         tl = readlinkat(fd, name, target, sizeof(target) - 1);
@@ -355,6 +414,46 @@ int path_make_dir(const char *dir, mode_t mode, bool private_dir, bool world_sea
         return path_open_dir(dir, flags, mode, NULL, err, errlen);
 }
 
+int path_make_absolute(const char *path, char **ret)
+{
+        _cleanup_free_ char *joined = NULL;
+        char cwd[PATH_MAX];
+        char *out;
+        size_t n = 0;
+
+        if (path[0] == '/')
+                joined = strdup(path);
+        else if (!getcwd(cwd, sizeof(cwd)))
+                return negative_errno();
+        else if (asprintf(&joined, "%s/%s", cwd, path) < 0)
+                joined = NULL;
+        if (!joined)
+                return -ENOMEM;
+        out = malloc(strlen(joined) + 2);
+        if (!out)
+                return -ENOMEM;
+        for (const char *p = joined; *p;) {
+                size_t len;
+
+                while (*p == '/')
+                        p++;
+                len = strcspn(p, "/");
+                if (len == 0 || (len == 1 && p[0] == '.')) {
+                        p += len;
+                        continue;
+                }
+                out[n++] = '/';
+                memcpy(out + n, p, len);
+                n += len;
+                p += len;
+        }
+        if (n == 0)
+                out[n++] = '/';
+        out[n] = '\0';
+        *ret = out;
+        return 0;
+}
+
 int path_split(const char *path, char **ret_dir, const char **ret_name)
 {
         const char *slash = strrchr(path, '/');
@@ -430,10 +529,10 @@ int path_check_private_file(const char *path, char *err, size_t errlen)
         r = check_regular(&st, path, err, errlen);
         if (r < 0)
                 return r;
-        if (st.st_uid != euid)
-                return fail(err, errlen, -EPERM,
-                            "%s: owned by uid %u, wanted uid %u (the daemon's effective uid)", path,
-                            (unsigned) st.st_uid, (unsigned) euid);
+        /* Root reads it before it runs as its user: either may own it. */
+        if (st.st_uid != euid && st.st_uid != daemon_uid())
+                return fail(err, errlen, -EPERM, "%s: owned by uid %u, wanted uid %u (%s)", path,
+                            (unsigned) st.st_uid, (unsigned) daemon_uid(), daemon_uid_name());
         if (st.st_mode & 077)
                 return fail(err, errlen, -EPERM,
                             "%s: mode %04o, wanted 0600 (no group or other access)", path,
@@ -449,7 +548,7 @@ static int check_protected(const struct stat *st, const char *path, char *err, s
                 return r;
         if (!trusted_uid(st->st_uid))
                 return fail(err, errlen, -EPERM, "%s: owned by uid %u, wanted root or uid %u", path,
-                            (unsigned) st->st_uid, (unsigned) geteuid());
+                            (unsigned) st->st_uid, (unsigned) daemon_uid());
         if (st->st_mode & (S_IWGRP | S_IWOTH))
                 return fail(err, errlen, -EPERM,
                             "%s: mode %04o, wanted no group or other write (e.g. 0644 or 0600)",
@@ -494,15 +593,14 @@ int path_open_protected_file(const char *path, int *ret_fd, char *err, size_t er
 
 static int check_own(const struct stat *st, const char *path, char *err, size_t errlen)
 {
-        uid_t euid = geteuid();
+        uid_t euid = daemon_uid();
         int r = check_regular(st, path, err, errlen);
 
         if (r < 0)
                 return r;
         if (st->st_uid != euid)
-                return fail(err, errlen, -EPERM,
-                            "%s: owned by uid %u, wanted uid %u (the daemon's effective uid)", path,
-                            (unsigned) st->st_uid, (unsigned) euid);
+                return fail(err, errlen, -EPERM, "%s: owned by uid %u, wanted uid %u (%s)", path,
+                            (unsigned) st->st_uid, (unsigned) euid, daemon_uid_name());
         if (st->st_mode & (S_IWGRP | S_IWOTH))
                 return fail(err, errlen, -EPERM,
                             "%s: mode %04o, wanted no group or other write (e.g. 0600)", path,

@@ -26,12 +26,24 @@ typedef enum PathDirFlags {
         /* Missing directories are created with exactly `mode` (mkdir -p); the last one must then
          * be owned by the effective uid, not just by root. */
         PATH_CREATE = 1 << 3,
+        /* With PATH_CREATE: create nothing. A missing directory is checked as it would be made
+         * (owned by the effective uid, exactly `mode`), and so is its parent's file system
+         * (read-only: -EROFS); the walk then returns 1 and no descriptor. What `brokerd
+         * --check` and a start's checks before it creates anything use. */
+        PATH_DRY_RUN = 1 << 4,
 } PathDirFlags;
+
+/* The user the daemon runs as, when that is not who it is yet (root, before it drops to the
+ * configured `user`): from now on "the daemon's uid" in every check below is `uid`, not the
+ * effective uid, and directories the walk creates are given to uid:gid. Unset, the effective
+ * uid is the daemon's. Process-wide; call before any check, from one thread. */
+void path_set_daemon_user(uid_t uid, gid_t gid);
 
 /* Walks to `dir` as above. Every directory on the way: owned by root or the effective uid, not
  * writable by group or others unless the sticky bit is set; the last one also as `flags` ask.
  * On success, with `ret_fd`, returns an O_PATH descriptor of that directory, for openat() and
- * friends. Returns 0, -EPERM (unsafe, err filled), or another -errno (err filled). */
+ * friends. Returns 0, 1 (PATH_DRY_RUN only: a directory is missing and would be made; *ret_fd
+ * is then -EBADF), -EPERM (unsafe, err filled), or another -errno (err filled). */
 int path_open_dir(const char *dir, PathDirFlags flags, mode_t mode, int *ret_fd, char *err,
                   size_t errlen);
 
@@ -66,6 +78,11 @@ int path_make_dir(const char *dir, mode_t mode, bool private_dir, bool world_sea
 int path_check_own_file(int dir_fd, const char *dir, const char *name, char *err, size_t errlen);
 int path_open_own_file(int dir_fd, const char *dir, const char *name, int open_flags, mode_t mode,
                        int *ret_fd, char *err, size_t errlen);
+
+/* `path` made absolute: a relative one is joined to the working directory, and "." names and
+ * repeated slashes are dropped (".." and symlinks are kept: the path still names what it named).
+ * *ret malloc'd. 0, -ENOMEM or getcwd()'s -errno. */
+int path_make_absolute(const char *path, char **ret);
 
 /* Splits `path` into its directory (heap: ".", "/" or the part before the last slash) and its
  * last name (inside `path`, empty for "dir/"). Checks nothing. 0 or -ENOMEM. */

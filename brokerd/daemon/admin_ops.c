@@ -2,7 +2,7 @@
  * `upstream test` (and ping). Only root and the broker's own uid get this far (checked at
  * accept). */
 #include "daemon/server-private.h"
-#include "daemon/version.h"
+#include "version.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -21,6 +21,14 @@ static void reply_json(Conn *c, const Request *req, json_t *fields)
         conn_reply(c, resp);
 }
 
+/* Who asked: the admin connection's peer credentials, as the kernel gave them at accept. */
+static GrantlogOrigin admin_origin(Conn *c)
+{
+        const Caller *caller = conn_caller(c);
+
+        return (GrantlogOrigin){.uid = caller->cred.uid, .pid = caller->cred.pid};
+}
+
 static void handle_status(Server *s, Conn *c, const Request *req)
 {
         IssuanceStats is;
@@ -30,7 +38,7 @@ static void handle_status(Server *s, Conn *c, const Request *req)
         transport_stats(s->transport, &ts);
         reply_json(c, req,
                    json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                             " s:{s:s, s:I, s:s, s:O}, s:o}",
+                             " s:{s:s, s:I, s:s, s:O}, s:o, s:o}",
                              "version", BROKERD_VERSION, "pid", (int) getpid(), "started_at",
                              (json_int_t) s->started_at, "connections", (json_int_t) ts.connections,
                              "admin_connections", (json_int_t) ts.admin_connections, "grants",
@@ -41,13 +49,15 @@ static void handle_status(Server *s, Conn *c, const Request *req)
                              (json_int_t) grantlog_store_last_seq(s->log), "key_id",
                              s->audit_key->kid, "public_key",
                              json_object_get(s->audit_key->jwk, "x"), "upstreams",
-                             federation_status(s->federation)));
+                             federation_status(s->federation), "publish",
+                             keyservice_publish_status(s->keys)));
 }
 
 static void handle_reload(Server *s, Conn *c, const Request *req)
 {
         _cleanup_free_ char *errors = NULL;
-        int r = server_reload(s, &errors);
+        GrantlogOrigin origin = admin_origin(c);
+        int r = server_reload(s, &origin, &errors);
 
         if (r < 0) {
                 conn_reply(c, response_new_error(r == -ENOMEM ? BROKER_ERR_INTERNAL
@@ -65,8 +75,10 @@ static void handle_keys(Server *s, Conn *c, const Request *req)
 
 static void handle_rotate(Server *s, Conn *c, const Request *req)
 {
+        GrantlogOrigin origin = admin_origin(c);
         json_t *rotated = NULL;
-        int r = keyservice_rotate(s->keys, req->alg ? alg_from_string(req->alg) : -1, &rotated);
+        int r = keyservice_rotate(s->keys, req->alg ? alg_from_string(req->alg) : -1, &origin,
+                                  &rotated);
 
         if (r == -ENOENT) {
                 conn_reply(c, response_new_error(BROKER_ERR_NOT_FOUND,
@@ -88,8 +100,9 @@ static void handle_rotate(Server *s, Conn *c, const Request *req)
 
 static void handle_revoke(Server *s, Conn *c, const Request *req)
 {
+        GrantlogOrigin origin = admin_origin(c);
         char repl[KID_LEN + 1];
-        int r = keyservice_revoke(s->keys, req->kid, repl);
+        int r = keyservice_revoke(s->keys, req->kid, &origin, repl);
 
         if (r == -ENOENT) {
                 conn_reply(
@@ -131,7 +144,9 @@ static void handle_secret_set(Server *s, Conn *c, const Request *req)
                                                  req->id));
                 return;
         }
-        server_record(s, "secret_set", json_pack("{s:s, s:b}", "name", req->name, "created", r > 0));
+        GrantlogOrigin origin = admin_origin(c);
+        server_record_by(s, "secret_set", &origin,
+                         json_pack("{s:s, s:b}", "name", req->name, "created", r > 0));
         federation_drop(s->federation, req->name);
         log_info("Secret %s %s", req->name, r > 0 ? "created" : "replaced");
         reply_json(c, req, json_pack("{s:s, s:b}", "name", req->name, "created", r > 0));
@@ -167,7 +182,8 @@ static void handle_secret_delete(Server *s, Conn *c, const Request *req)
                                                  req->id));
                 return;
         }
-        server_record(s, "secret_deleted", json_pack("{s:s}", "name", req->name));
+        GrantlogOrigin origin = admin_origin(c);
+        server_record_by(s, "secret_deleted", &origin, json_pack("{s:s}", "name", req->name));
         federation_drop(s->federation, req->name);
         log_info("Secret %s deleted", req->name);
         reply_json(c, req, json_pack("{s:s}", "name", req->name));
@@ -178,6 +194,7 @@ typedef struct TestPending {
         Conn *conn;
         json_t *id;
         char *upstream;
+        GrantlogOrigin origin; /* who asked; the connection may be gone by the answer */
 } TestPending;
 
 static const char *fed_status_name(FedStatus st)
@@ -201,12 +218,12 @@ static void upstream_tested(const FedResult *r, void *userdata)
         TestPending *p = userdata;
         json_t *resp;
 
-        server_record(p->server, "upstream_tested",
-                      json_pack("{s:s, s:s, s:I, s:s*, s:s*}", "upstream", p->upstream, "result",
-                                fed_status_name(r->status), "http_status",
-                                (json_int_t) r->http_status, "request_id",
-                                r->request_id[0] ? r->request_id : NULL, "upstream_error",
-                                r->upstream_error));
+        server_record_by(p->server, "upstream_tested", &p->origin,
+                         json_pack("{s:s, s:s, s:I, s:s*, s:s*}", "upstream", p->upstream, "result",
+                                   fed_status_name(r->status), "http_status",
+                                   (json_int_t) r->http_status, "request_id",
+                                   r->request_id[0] ? r->request_id : NULL, "upstream_error",
+                                   r->upstream_error));
         if (r->status == FED_OK) {
                 resp = response_new_ok(p->id);
                 if (resp)
@@ -256,6 +273,7 @@ static void handle_upstream_test(Server *s, Conn *c, const Request *req)
         }
         p->server = s;
         p->conn = c;
+        p->origin = admin_origin(c);
         p->id = json_incref(req->id);
         conn_begin_async(c);
         r = federation_test(s->federation, s->config, u, upstream_tested, p);

@@ -1,30 +1,40 @@
 #include "daemon/server.h"
 
-#include <libgen.h>
 #include <signal.h>
 #include <sodium.h>
 #include <systemd/sd-daemon.h>
 
+#include "daemon/preflight.h"
+#include "daemon/privileges.h"
 #include "daemon/server-private.h"
 #include "grantlog/record.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
-#include "pathsafe.h"
+#include "messageid.h"
 #include "timeutil.h"
 #include "transport/listener.h"
 
-void server_record(Server *s, const char *event, json_t *fields)
+void server_submit(Server *s, json_t *rec, int64_t time_ms)
 {
-        int64_t now = now_unix_ms();
-        json_t *rec = grantlog_record_new(event, now, fields);
-
         if (!rec) {
                 log_oom();
                 return;
         }
         /* Lifecycle records are not waited for; the grant log keeps and retries them. */
-        (void) grantlog_store_submit(s->log, rec, now, false, NULL, NULL);
+        (void) grantlog_store_submit(s->log, rec, time_ms, false, NULL, NULL);
+}
+
+void server_record_by(Server *s, const char *event, const GrantlogOrigin *origin, json_t *fields)
+{
+        int64_t now = now_unix_ms();
+
+        server_submit(s, grantlog_record_lifecycle(event, now, origin, fields), now);
+}
+
+void server_record(Server *s, const char *event, json_t *fields)
+{
+        server_record_by(s, event, NULL, fields);
 }
 
 static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP};
@@ -35,59 +45,21 @@ static int on_sigterm(sd_event_source *src, const struct signalfd_siginfo *si, v
 {
         Server *s = userdata;
 
-        log_info("Received %s, shutting down", strsignal((int) si->ssi_signo));
-        (void) sd_notify(false, "STOPPING=1");
+        log_struct(LOG_INFO, 0, &(LogFields){.message_id = MESSAGE_ID_STOPPING},
+                   "Received %s, shutting down", strsignal((int) si->ssi_signo));
+        notify_stopping(s);
         s->stopping = true;
         return sd_event_exit(s->event, 0);
 }
 
 static int on_sighup(sd_event_source *src, const struct signalfd_siginfo *si, void *userdata)
 {
+        /* The kernel's word on who sent it (systemctl reload: systemd's kill, or its own pid). */
+        GrantlogOrigin origin = {
+            .signal = "SIGHUP", .uid = si->ssi_uid, .pid = (pid_t) si->ssi_pid};
         _cleanup_free_ char *errors = NULL;
 
-        (void) server_reload(userdata, &errors);
-        return 0;
-}
-
-/* The directories brokerd creates names in are its own (no sticky exception): otherwise another
- * user could create the audit database, a lock or a symlink there first. */
-static int make_state_dirs(const Config *c)
-{
-        static const char *const db_files[] = {"", "-wal", "-shm", "-journal"};
-        _cleanup_free_ char *db_dir = strdup(c->audit_database);
-        _cleanup_free_ char *db_name = strdup(c->audit_database);
-        _cleanup_close_ int db_dir_fd = -EBADF;
-        const char *dir, *name;
-        char err[512];
-        int r;
-
-        if (!db_dir || !db_name)
-                return -ENOMEM;
-        r = path_make_dir(c->state_directory, 0700, true, false, err, sizeof(err));
-        if (r < 0)
-                return log_error_errno(r, "Unsafe state_directory: %s", err);
-        dir = dirname(db_dir);
-        name = basename(db_name);
-        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT, 0700, &db_dir_fd, err, sizeof(err));
-        if (r < 0)
-                return log_error_errno(r, "Unsafe directory for audit.database: %s", err);
-        /* SQLite opens the database and its companions by name: each that exists must be ours
-         * before anything is read from it or written to it. */
-        for (size_t i = 0; i < ELEMENTSOF(db_files); i++) {
-                _cleanup_free_ char *file = NULL;
-
-                if (asprintf(&file, "%s%s", name, db_files[i]) < 0)
-                        return -ENOMEM;
-                r = path_check_own_file(db_dir_fd, dir, file, err, sizeof(err));
-                if (r < 0)
-                        return log_error_errno(r, "Unsafe audit.database: %s", err);
-        }
-        /* Checked here, before any key is made: relying parties trust what lies there. */
-        if (c->publish_directory) {
-                r = path_make_dir(c->publish_directory, 0755, false, false, err, sizeof(err));
-                if (r < 0)
-                        return log_error_errno(r, "Unsafe publish_directory: %s", err);
-        }
+        (void) server_reload(userdata, &origin, &errors);
         return 0;
 }
 
@@ -193,6 +165,23 @@ static int setup_signals(Server *s)
         return 0;
 }
 
+/* Every check a start makes, made before anything is created: a refused start leaves nothing
+ * behind, and names every problem at once (what brokerd --check prints). */
+static int check_before_creating(const Config *c)
+{
+        _cleanup_strv_free_ char **problems = NULL;
+        size_t n = 0;
+        int r = preflight_run(c, PREFLIGHT_START, &problems, NULL);
+
+        if (r != -EINVAL)
+                return r;
+        for (char **p = problems; *p; p++, n++)
+                log_error("%s: %s", c->path, *p);
+        log_error("Refusing to start: %zu problem%s above; nothing was created", n,
+                  n == 1 ? "" : "s");
+        return r;
+}
+
 int server_new(Config *config, Server **ret)
 {
         KeyStore *store = NULL;
@@ -214,9 +203,14 @@ int server_new(Config *config, Server **ret)
         if (r >= 0)
                 r = mailbox_new(s->event, &s->mailbox);
         if (r >= 0)
-                r = make_state_dirs(config);
+                r = check_before_creating(config);
+        if (r >= 0)
+                r = preflight_make_dirs(config);
         if (r >= 0)
                 r = master_key_load(config->master_key_file, &s->master);
+        /* What needs root is done: from here on the configured `user`, before any thread. */
+        if (r >= 0)
+                r = privileges_drop(config);
         if (r >= 0)
                 r = signer_init();
         if (r >= 0)
@@ -232,7 +226,8 @@ int server_new(Config *config, Server **ret)
         if (audit_key_created)
                 log_notice("Created audit key %s; pin it when verifying exports",
                            s->audit_key->kid);
-        server_record(s, "started", json_pack("{s:i}", "pid", (int) getpid()));
+        /* READY=1 waits for this record's commit: then the grant log is known to write. */
+        notify_record_started(s);
 
         /* After the grant log: the keys made or rotated now are recorded too. */
         GrantSink sink = grantlog_store_sink(s->log);
@@ -284,9 +279,8 @@ int server_run(Server *s)
 {
         int r;
 
-        (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %s", s->config->workload_socket);
-        log_info("Serving workloads on %s, admin on %s", s->config->workload_socket,
-                 s->config->admin_socket);
+        /* READY=1 and "Serving workloads on ..." once the "started" record is committed. */
+        (void) notify_start(s);
         r = sd_event_loop(s->event);
 
         /* Stop taking requests, let the ones already taken reach their commit and answer, then
@@ -304,14 +298,25 @@ int server_run(Server *s)
         return r;
 }
 
-int server_reload(Server *s, char **ret_errors)
+/* A failed reload is recorded, with the first problem (the log line has them all). */
+static void record_reload_failed(Server *s, const GrantlogOrigin *origin, const char *error)
+{
+        int64_t now = now_unix_ms();
+
+        server_submit(s, grantlog_record_config_reload_failed(now, origin, s->config->path, error),
+                      now);
+}
+
+int server_reload(Server *s, const GrantlogOrigin *origin, char **ret_errors)
 {
         _cleanup_(config_unrefp) Config *c = NULL;
         _cleanup_strv_free_ char **errors = NULL;
+        _cleanup_free_ char *why = NULL;
         const char *changed;
+        int64_t now;
         int r;
 
-        (void) sd_notify(false, "RELOADING=1");
+        notify_reloading(s);
         r = config_load(s->config->path, &c, &errors);
         if (r < 0) {
                 size_t len = 0;
@@ -325,9 +330,11 @@ int server_reload(Server *s, char **ret_errors)
                                 fprintf(f, "%s: %s", s->config->path, strerror(-r));
                         fclose(f);
                 }
-                log_error("Reload failed; keeping the running configuration:\n%s",
-                          *ret_errors ? *ret_errors : "");
-                (void) sd_notify(false, "READY=1");
+                log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_RELOAD_FAILED},
+                           "Reload failed; keeping the running configuration:\n%s",
+                           *ret_errors ? *ret_errors : "");
+                record_reload_failed(s, origin, errors ? errors[0] : strerror(-r));
+                notify_reloaded(s);
                 return r == -ENOMEM ? r : -EINVAL;
         }
         changed = config_restart_only_change(s->config, c);
@@ -335,8 +342,12 @@ int server_reload(Server *s, char **ret_errors)
                 if (asprintf(ret_errors, "%s: %s: cannot change on reload; restart brokerd",
                              s->config->path, changed) < 0)
                         *ret_errors = NULL;
-                log_error("Reload refused: %s", *ret_errors ? *ret_errors : changed);
-                (void) sd_notify(false, "READY=1");
+                log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_RELOAD_FAILED},
+                           "Reload refused: %s", *ret_errors ? *ret_errors : changed);
+                if (asprintf(&why, "%s: cannot change on reload; restart brokerd", changed) < 0)
+                        why = NULL;
+                record_reload_failed(s, origin, why ? why : changed);
+                notify_reloaded(s);
                 return -EINVAL;
         }
 
@@ -346,14 +357,19 @@ int server_reload(Server *s, char **ret_errors)
         federation_set_config(s->federation, s->config);
         TransportLimits limits = transport_limits(s->config);
         transport_set_limits(s->transport, &limits);
-        log_info("Configuration reloaded from %s (%zu rules)", s->config->path, s->config->n_rules);
-        server_record(s, "config_reloaded",
-                      json_pack("{s:s, s:I}", "config", s->config->path, "rules",
-                                (json_int_t) s->config->n_rules));
-        /* Rules may now ask for another algorithm, or none for one they used to. */
+        log_struct(LOG_INFO, 0, &(LogFields){.message_id = MESSAGE_ID_RELOADED},
+                   "Configuration reloaded from %s (%zu rules)", s->config->path,
+                   s->config->n_rules);
+        now = now_unix_ms();
+        server_submit(s,
+                      grantlog_record_config_reloaded(now, origin, s->config->path,
+                                                      s->config->sha256, s->config->n_rules),
+                      now);
+        /* Rules may now ask for another algorithm, or none for one they used to; the issuer
+         * may be new: published again now. */
         KeyServiceSettings ks = key_settings(s->config);
-        (void) keyservice_update(s->keys, &ks);
-        (void) sd_notify(false, "READY=1");
+        (void) keyservice_update(s->keys, &ks, origin);
+        notify_reloaded(s);
         return 0;
 }
 
@@ -377,6 +393,7 @@ void server_free(Server *s)
         if (s->audit_key)
                 signing_key_unref(s->audit_key);
         master_key_free(s->master);
+        notify_done(s);
         sd_event_unref(s->event);
         config_unref(s->config);
         free(s);

@@ -15,6 +15,7 @@
 #include "keys/jwt.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "timeutil.h"
 
 /* What Google's IAM Credentials API needs of the STS token that calls it. */
@@ -48,8 +49,7 @@ typedef struct UpstreamState {
         Breaker breaker;
         uint64_t hits, misses;
         char last_error[384];
-        int64_t logged_ms; /* monotonic: when a failure was last logged */
-        uint64_t unlogged; /* failures since then */
+        LogRatelimit failures_logged; /* under the lock */
 } UpstreamState;
 
 typedef struct Waiter {
@@ -156,7 +156,7 @@ static int states_build(const Config *c, UpstreamState ***ret)
                         return -ENOMEM;
                 }
                 s->refs = 1;
-                s->logged_ms = INT64_MIN / 2;
+                s->failures_logged = (LogRatelimit) LOG_RATELIMIT_INIT(LOG_INTERVAL_MS / 1000);
         }
         *ret = v;
         return 0;
@@ -478,29 +478,25 @@ static void note_failure(Flight *fl)
 {
         Federation *f = fl->fed;
         UpstreamState *st = fl->state;
+        LogFields lf = {.message_id = MESSAGE_ID_UPSTREAM_FAILURE, .upstream = fl->up->name};
         uint64_t unlogged = 0;
-        bool log = false;
-        int64_t now = mono_ms();
+        bool log;
 
         pthread_mutex_lock(&f->lock);
         snprintf(st->last_error, sizeof(st->last_error), "%s", fl->message);
-        if (now - st->logged_ms >= LOG_INTERVAL_MS) {
-                log = true;
-                unlogged = st->unlogged;
-                st->logged_ms = now;
-                st->unlogged = 0;
-        } else
-                st->unlogged++;
+        log = log_ratelimit_pass(&st->failures_logged, now_mono_usec(), &unlogged);
         pthread_mutex_unlock(&f->lock);
         if (!log)
                 return;
+        lf.suppressed = unlogged;
         if (unlogged > 0)
-                log_warning("Upstream %s: %s (request %s); %" PRIu64
-                            " more failures in the last minute were not logged",
-                            fl->up->name, fl->message, fl->request_id, unlogged);
+                log_struct(LOG_WARNING, 0, &lf,
+                           "Upstream %s: %s (request %s); %" PRIu64
+                           " more failures in the last minute were not logged",
+                           fl->up->name, fl->message, fl->request_id, unlogged);
         else
-                log_warning("Upstream %s: %s (request %s)", fl->up->name, fl->message,
-                            fl->request_id);
+                log_struct(LOG_WARNING, 0, &lf, "Upstream %s: %s (request %s)", fl->up->name,
+                           fl->message, fl->request_id);
 }
 
 static void breaker_update(Flight *fl, bool healthy)

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "timeutil.h"
 
 /* Open addressing over a dense array of entries, at most half full; rebuilt when entries are
@@ -62,9 +63,10 @@ static void log_unwritten(const Tally *t, DenyReason reason, const char *who)
                 return;
         time_format_rfc3339_ms(t->first_ms, first);
         time_format_rfc3339_ms(t->last_ms, last);
-        log_error("audit record lost (brokerd stopped before it could be written): deny_summary "
-                  "of %s, %s, %llu denials from %s to %s",
-                  who, deny_reason_to_string(reason), (unsigned long long) t->count, first, last);
+        log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_AUDIT_RECORD_LOST},
+                   "audit record lost (brokerd stopped before it could be written): deny_summary "
+                   "of %s, %s, %llu denials from %s to %s",
+                   who, deny_reason_to_string(reason), (unsigned long long) t->count, first, last);
 }
 
 void deny_ledger_free(DenyLedger *l)

@@ -12,6 +12,7 @@
 #include "keys/jwt.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "policy/policy.h"
 #include "timeutil.h"
 
@@ -132,11 +133,32 @@ static void job_committed(int result, void *userdata)
         mailbox_post(j->svc->deps.mailbox, &j->reply);
 }
 
-static void job_internal(TokenJob *j, int r, const char *what)
+/* The journal fields of a request's log line: who asked, under which rule. */
+static LogFields job_fields(const TokenJob *j, const char *message_id)
 {
-        log_error_errno(r, "%s: %m", what);
+        const Caller *c = j->caller;
+
+        return (LogFields){.message_id = message_id,
+                           .has_peer = true,
+                           .peer_uid = c->cred.uid,
+                           .peer_pid = c->cred.pid,
+                           .peer_unit = c->identified && c->error == 0 ? c->id.unit : NULL,
+                           .rule = j->rule};
+}
+
+/* Once per interval per call site: every request may fail the same way. */
+static void job_internal_ratelimited(TokenJob *j, int r, const char *what, LogRatelimit *rl)
+{
+        LogFields f = job_fields(j, NULL);
+
+        log_struct_ratelimited(rl, LOG_ERR, r, &f, "%s: %m", what);
         job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
 }
+#define job_internal(j, r, what)                                                                   \
+        ({                                                                                         \
+                static LogRatelimit _rl = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);              \
+                job_internal_ratelimited((j), (r), (what), &_rl);                                  \
+        })
 
 static void sink_expect(Issuance *s, int delta)
 {
@@ -263,7 +285,12 @@ static bool job_work(TokenJob *j)
         }
         j->key = j->svc->deps.keys.active(j->svc->deps.keys.ctx, d.rule->alg);
         if (!j->key) {
-                log_error("No active %s key", alg_to_string(d.rule->alg));
+                static LogRatelimit rl = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
+                LogFields f = job_fields(j, MESSAGE_ID_NO_SIGNING_KEY);
+
+                f.rule = d.rule->name;
+                log_struct_ratelimited(&rl, LOG_ERR, 0, &f, "No active %s key",
+                                       alg_to_string(d.rule->alg));
                 decision_done(&d);
                 job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
                 return false;
@@ -338,10 +365,16 @@ static bool job_fed_record(TokenJob *j, const FedResult *r)
         case FED_UNAVAILABLE:
                 return job_deny(j, ISSUE_UNAVAILABLE, DENY_UPSTREAM_UNAVAILABLE, r->message, &rec,
                                 announced);
-        default:
-                log_error("Upstream %s: %s", u->name, r->message ? r->message : "internal error");
+        default: {
+                static LogRatelimit rl = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
+                LogFields f = job_fields(j, MESSAGE_ID_UPSTREAM_FAILURE);
+
+                f.upstream = u->name;
+                log_struct_ratelimited(&rl, LOG_ERR, 0, &f, "Upstream %s: %s", u->name,
+                                       r->message ? r->message : "internal error");
                 job_post(j, ISSUE_INTERNAL, "internal error; see the broker's log");
                 return false;
+        }
         }
 }
 
@@ -491,13 +524,30 @@ typedef struct SummaryJob {
         DenyTally tally;
 } SummaryJob;
 
-/* On the grant log's writer thread. */
+/* On the grant log's writer thread. A summary is what a flood of denials leaves: the journal
+ * hears of it too, once per uid, reason and interval (the ledger's budget). */
 static void summary_committed(int result, void *userdata)
 {
         SummaryJob *sj = userdata;
+        const DenyTally *t = &sj->tally;
+        char first[TIME_RFC3339_MAX], last[TIME_RFC3339_MAX], who[32] = "uids beyond the table";
 
         if (result < 0)
-                deny_ledger_restore(sj->ledger, &sj->tally);
+                deny_ledger_restore(sj->ledger, t);
+        else {
+                time_format_rfc3339_ms(t->first_ms, first);
+                time_format_rfc3339_ms(t->last_ms, last);
+                if (t->uid_known)
+                        snprintf(who, sizeof(who), "uid %u", (unsigned) t->uid);
+                log_struct(LOG_NOTICE, 0,
+                           &(LogFields){.message_id = MESSAGE_ID_DENY_SUMMARY,
+                                        .has_peer = t->uid_known,
+                                        .peer_uid = t->uid},
+                           "Denied %s %llu more times (%s) from %s to %s; recorded as one "
+                           "deny_summary",
+                           who, (unsigned long long) t->count, deny_reason_to_string(t->reason),
+                           first, last);
+        }
         free(sj);
 }
 

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "log.h"
 #include "macro.h"
@@ -262,47 +263,74 @@ static int load_rows(KeyStore *ks)
 }
 
 /* A known value sealed when the store was made: a different master key fails to open it, so
- * brokerd refuses to start rather than make new keys that bury the old ones. */
-static int check_master(KeyStore *ks)
+ * brokerd refuses to start rather than make new keys that bury the old ones. Returns 0 when
+ * `master` sealed the store open in `db`, 1 when the store has no check yet and no keys (it is
+ * new), -EKEYREJECTED or another -errno with err filled. Reads only. */
+static int master_matches(sqlite3 *db, const char *path, const MasterKey *master, char *err,
+                          size_t errlen)
 {
         sqlite3_stmt *st = NULL;
-        unsigned char *plain = NULL, *blob = NULL;
-        size_t plain_len, blob_len;
+        unsigned char *plain = NULL;
+        size_t plain_len;
         int r, rc, n_keys = 0;
 
-        if (sqlite3_prepare_v2(ks->db, "SELECT value FROM meta WHERE name = 'master_check'", -1,
-                               &st, NULL) != SQLITE_OK)
-                return db_error(ks, "cannot read meta");
+        if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'master_check'", -1, &st,
+                               NULL) != SQLITE_OK) {
+                snprintf(err, errlen, "%s: cannot read meta: %s", path, sqlite3_errmsg(db));
+                return -EIO;
+        }
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-                r = unseal(ks->master, "master-check", "keys.db", sqlite3_column_blob(st, 0),
+                r = unseal(master, "master-check", "keys.db", sqlite3_column_blob(st, 0),
                            (size_t) sqlite3_column_bytes(st, 0), &plain, &plain_len);
                 sqlite3_finalize(st);
-                if (r == -EBADMSG)
-                        return log_error_errno(EKEYREJECTED,
-                                               "The master key from %s is not the one that "
-                                               "sealed %s; refusing to start. Restore the right "
-                                               "master key: brokerd never re-keys on its own",
-                                               ks->master->source, ks->path);
-                if (r < 0)
+                if (r == -EBADMSG) {
+                        snprintf(err, errlen,
+                                 "the master key from %s is not the one that sealed %s; refusing "
+                                 "to start. Restore the right master key: brokerd never re-keys "
+                                 "on its own",
+                                 master->source, path);
+                        return -EKEYREJECTED;
+                }
+                if (r < 0) {
+                        snprintf(err, errlen, "%s: cannot check the master key: %s", path,
+                                 strerror(-r));
                         return r;
+                }
                 sodium_free(plain);
                 return 0;
         }
         sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
-                return db_error(ks, "cannot read meta");
-
-        if (sqlite3_prepare_v2(ks->db, "SELECT COUNT(*) FROM keys", -1, &st, NULL) == SQLITE_OK &&
+        if (rc != SQLITE_DONE) {
+                snprintf(err, errlen, "%s: cannot read meta: %s", path, sqlite3_errmsg(db));
+                return -EIO;
+        }
+        if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM keys", -1, &st, NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW)
                 n_keys = sqlite3_column_int(st, 0);
         sqlite3_finalize(st);
-        if (n_keys > 0)
-                return log_error_errno(EKEYREJECTED,
-                                       "%s holds keys but no master key check; refusing to use "
-                                       "it",
-                                       ks->path);
+        if (n_keys > 0) {
+                snprintf(err, errlen, "%s holds keys but no master key check; refusing to use it",
+                         path);
+                return -EKEYREJECTED;
+        }
+        return 1;
+}
 
+/* master_matches(), and a new store gets its check. */
+static int check_master(KeyStore *ks)
+{
+        sqlite3_stmt *st = NULL;
+        unsigned char *blob = NULL;
+        size_t blob_len;
+        char err[1024];
+        int r, rc;
+
+        r = master_matches(ks->db, ks->path, ks->master, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "%s", err);
+        if (r == 0)
+                return 0;
         r = seal(ks->master, "master-check", "keys.db", (const unsigned char *) master_check_plain,
                  sizeof(master_check_plain), &blob, &blob_len);
         if (r < 0)
@@ -317,6 +345,44 @@ static int check_master(KeyStore *ks)
         sqlite3_finalize(st);
         free(blob);
         return rc == SQLITE_DONE ? 0 : db_error(ks, "cannot write meta");
+}
+
+int keystore_check_master(const char *state_dir, const MasterKey *master, char *err, size_t errlen)
+{
+        _cleanup_free_ char *path = NULL;
+        sqlite3 *db = NULL;
+        struct stat st;
+        int r, rc;
+
+        if (asprintf(&path, "%s/keys.db", state_dir) < 0) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        if (lstat(path, &st) < 0)
+                return 0; /* none yet (or no way to look): the start makes or checks it */
+        /* Read-only: nothing is created, no journal rolled back. */
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_busy_timeout(db, 1000);
+                rc = sqlite3_exec(db, "SELECT 1 FROM meta LIMIT 0", NULL, NULL, NULL);
+        }
+        if (rc != SQLITE_OK) {
+                int ext = db ? sqlite3_extended_errcode(db) : rc;
+
+                /* In use or being written, or new (no tables yet): the start decides. */
+                r = (ext & 0xff) == SQLITE_BUSY || (ext & 0xff) == SQLITE_LOCKED ||
+                            (db && strstr(sqlite3_errmsg(db), "no such table"))
+                        ? 0
+                        : -EIO;
+                if (r < 0)
+                        snprintf(err, errlen, "%s: cannot read: %s", path,
+                                 db ? sqlite3_errmsg(db) : "out of memory");
+                sqlite3_close(db);
+                return r;
+        }
+        r = master_matches(db, path, master, err, errlen);
+        sqlite3_close(db);
+        return r < 0 ? r : 0;
 }
 
 int keystore_open(const char *state_dir, const MasterKey *master, KeyStore **ret)

@@ -59,6 +59,12 @@ typedef struct KeyStore KeyStore;
 int keystore_open(const char *state_dir, const MasterKey *master, KeyStore **ret);
 void keystore_close(KeyStore *ks);
 
+/* keystore_open()'s master key check without opening for writing: 0 when STATE_DIR/keys.db is
+ * missing, new, in use (it cannot be read now) or sealed by `master`; -EKEYREJECTED or -EIO
+ * with err filled. Creates nothing and logs nothing. */
+int keystore_check_master(const char *state_dir, const MasterKey *master, char *err,
+                          size_t errlen);
+
 /* Applies every transition due at `now` and appends what changed to `ev`: creates the first active
  * key of a series the policy needs, the next key publish_ahead before rotation, rotates once the
  * next key has been published long enough, removes retired keys whose retention is over.

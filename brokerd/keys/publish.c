@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 
 #include "json-util.h"
-#include "log.h"
 #include "macro.h"
 #include "pathsafe.h"
 
@@ -95,24 +94,28 @@ static int create_temp(int dir_fd, const char *name, char **ret_tmp)
 /* Write to a temporary file in the same directory, make it durable, then rename over the old
  * one: rename(2) is atomic, so readers never see a half-written document. Everything happens
  * relative to the directory that was checked, never through its path again. */
-static int write_atomic(int dir_fd, const char *dir, const char *name, json_t *doc)
+static int write_atomic(int dir_fd, const char *dir, const char *name, json_t *doc, char *err,
+                        size_t errlen)
 {
         _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
-        _cleanup_free_ char *tmp = NULL, *path = NULL;
+        _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -EBADF;
         size_t len, off = 0;
-        char err[512];
         int r;
 
-        if (!text || asprintf(&path, "%s/%s", dir, name) < 0)
+        if (!text) {
+                snprintf(err, errlen, "out of memory");
                 return -ENOMEM;
+        }
         /* What we replace must be ours: only root or we could have put it there. */
-        r = path_check_own_file(dir_fd, dir, name, err, sizeof(err));
+        r = path_check_own_file(dir_fd, dir, name, err, errlen);
         if (r < 0)
-                return log_error_errno(r, "Refusing to replace %s: %s", path, err);
+                return r;
         fd = create_temp(dir_fd, name, &tmp);
-        if (fd < 0)
-                return log_error_errno(fd, "Cannot create a temporary file in %s: %m", dir);
+        if (fd < 0) {
+                snprintf(err, errlen, "%s: cannot create a temporary file: %s", dir, strerror(-fd));
+                return fd;
+        }
         len = strlen(text);
         while (off < len) {
                 ssize_t n = write(fd, text + off, len - off);
@@ -125,38 +128,52 @@ static int write_atomic(int dir_fd, const char *dir, const char *name, json_t *d
         if (write(fd, "\n", 1) != 1 || fchmod(fd, 0644) < 0 || fsync(fd) < 0 ||
             renameat(dir_fd, tmp, dir_fd, name) < 0)
                 goto fail;
-        return fsync_dir(dir_fd);
+        r = fsync_dir(dir_fd);
+        if (r < 0)
+                snprintf(err, errlen, "%s: cannot sync: %s", dir, strerror(-r));
+        return r;
 fail:
-        r = log_error_errno(errno, "Cannot write %s: %m", path);
+        r = -errno;
+        snprintf(err, errlen, "%s/%s: cannot write: %s", dir, name, strerror(errno));
         (void) unlinkat(dir_fd, tmp, 0);
         return r;
 }
 
-int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX])
+int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX],
+                  char *err, size_t errlen)
 {
         _cleanup_(json_decrefp) json_t *disc = publish_discovery(issuer, algs);
         _cleanup_close_ int dir_fd = -EBADF, wk_fd = -EBADF;
         _cleanup_free_ char *wk = NULL;
-        char err[512];
+        char e[512];
         int r;
 
-        if (!disc || asprintf(&wk, "%s/.well-known", dir) < 0)
-                return log_oom();
+        if (!disc || asprintf(&wk, "%s/.well-known", dir) < 0) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
         /* Readable by the web server that serves it, writable only by us; walked without
          * following a link someone else planted where a directory was to be made. */
-        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT, 0755, &dir_fd, err, sizeof(err));
+        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT, 0755, &dir_fd, err, errlen);
         if (r >= 0)
-                r = path_open_dir(wk, PATH_CREATE | PATH_STRICT, 0755, &wk_fd, err, sizeof(err));
+                r = path_open_dir(wk, PATH_CREATE | PATH_STRICT, 0755, &wk_fd, err, errlen);
         if (r < 0)
-                return log_error_errno(r, "Unsafe publish_directory: %s", err);
-        r = write_atomic(dir_fd, dir, "jwks.json", jwks);
+                return r;
+        r = write_atomic(dir_fd, dir, "jwks.json", jwks, err, errlen);
         for (int a = 0; a < _ALG_MAX; a++) {
                 _cleanup_(json_decrefp) json_t *only = jwks_of_alg(jwks, a);
-                int q = only ? write_atomic(dir_fd, dir, alg_files[a], only) : log_oom();
+                int q =
+                    only ? write_atomic(dir_fd, dir, alg_files[a], only, e, sizeof(e)) : -ENOMEM;
 
-                if (r >= 0)
+                if (r >= 0 && q < 0) {
+                        snprintf(err, errlen, "%s", only ? e : "out of memory");
                         r = q;
+                }
         }
-        int q = write_atomic(wk_fd, wk, "openid-configuration", disc);
-        return r < 0 ? r : q;
+        int q = write_atomic(wk_fd, wk, "openid-configuration", disc, e, sizeof(e));
+        if (r >= 0 && q < 0) {
+                snprintf(err, errlen, "%s", e);
+                r = q;
+        }
+        return r;
 }

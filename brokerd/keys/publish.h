@@ -10,13 +10,16 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "keys/alg.h"
 
 /* Writes every document, and tries each even when one fails (a revoked key leaves what can be
- * written); returns the first error. `jwks` is {"keys": [...]}; `algs` the algorithms it holds
- * keys for. */
-int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX]);
+ * written); returns the first error, with `err` saying what failed (the path and why). Logs
+ * nothing: the caller reports a failed publication once. `jwks` is {"keys": [...]}; `algs` the
+ * algorithms it holds keys for. */
+int publish_write(const char *dir, const char *issuer, json_t *jwks, const bool algs[_ALG_MAX],
+                  char *err, size_t errlen);
 
 /* The discovery document (also what the files hold). */
 json_t *publish_discovery(const char *issuer, const bool algs[_ALG_MAX]);

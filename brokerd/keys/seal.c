@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -46,75 +47,113 @@ int master_key_new(const unsigned char key[MASTER_KEY_BYTES], const char *source
         return 0;
 }
 
-static int read_key_file(const char *path, MasterKey **ret)
+/* Fills err and returns r; "%m" prints strerror(-r). */
+static int key_fail(char *err, size_t errlen, int r, const char *fmt, ...) _printf_(4, 5);
+static int key_fail(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        errno = -r;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int master_key_read(const char *path, MasterKey **ret, char *err, size_t errlen)
 {
         _cleanup_close_ int fd = -EBADF;
-        char err[512];
         struct stat st;
         unsigned char *key;
         ssize_t n;
         int r;
 
-        r = path_check_private_file(path, err, sizeof(err));
-        if (r == -ENOENT)
-                return log_error_errno(r,
-                                       "Master key %s does not exist; create one with "
-                                       "brokerd --generate-master-key %s",
-                                       path, path);
+        r = path_check_private_file(path, err, errlen);
+        if (r == -ENOENT) {
+                size_t len = strlen(err);
+                snprintf(err + len, errlen - len,
+                         "; create one with brokerd --generate-master-key %s", path);
+        }
         if (r < 0)
-                return log_error_errno(r, "Refusing master key: %s", err);
-
+                return r;
         fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
-                return log_error_errno(errno, "Cannot open master key %s: %m", path);
+                return key_fail(err, errlen, -errno, "%s: cannot open: %m", path);
         if (fstat(fd, &st) < 0)
-                return log_error_errno(errno, "Cannot stat master key %s: %m", path);
+                return key_fail(err, errlen, -errno, "%s: cannot stat: %m", path);
         if (st.st_size != MASTER_KEY_BYTES)
-                return log_error_errno(EINVAL,
-                                       "Master key %s is %lld bytes, wanted exactly %u; create "
-                                       "one with brokerd --generate-master-key",
-                                       path, (long long) st.st_size, MASTER_KEY_BYTES);
+                return key_fail(err, errlen, -EINVAL,
+                                "%s: %lld bytes, wanted exactly %u; create one with brokerd "
+                                "--generate-master-key",
+                                path, (long long) st.st_size, MASTER_KEY_BYTES);
+        if (!ret)
+                return 0;
 
         key = sodium_malloc(MASTER_KEY_BYTES);
         if (!key)
-                return log_oom();
+                return key_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
         n = read(fd, key, MASTER_KEY_BYTES);
         if (n != MASTER_KEY_BYTES) {
+                r = n < 0 ? -errno : -EIO;
                 sodium_free(key);
-                return log_error_errno(n < 0 ? errno : EIO, "Cannot read master key %s", path);
+                return key_fail(err, errlen, r, "%s: cannot read: %m", path);
         }
         r = master_key_new(key, path, ret);
         sodium_free(key);
         if (r < 0)
-                return log_oom();
+                return key_fail(err, errlen, r, "%s: out of memory", path);
+        return 0;
+}
+
+int master_key_locate(const char *file, char **ret_path, bool *ret_credential, char *err,
+                      size_t errlen)
+{
+        const char *creds = secure_getenv("CREDENTIALS_DIRECTORY");
+        _cleanup_free_ char *cred_path = NULL;
+        char *path;
+
+        if (creds && *creds) {
+                struct stat st;
+
+                if (asprintf(&cred_path, "%s/master.key", creds) < 0)
+                        return key_fail(err, errlen, -ENOMEM, "out of memory");
+                /* lstat: a dangling symlink there is refused by the checks, not skipped */
+                if (lstat(cred_path, &st) == 0) {
+                        *ret_path = TAKE_PTR(cred_path);
+                        *ret_credential = true;
+                        return 0;
+                }
+        }
+        if (!file)
+                return key_fail(err, errlen, -ENOKEY,
+                                "no master key: pass the systemd credential master.key "
+                                "(LoadCredential=master.key:PATH or LoadCredentialEncrypted=) or "
+                                "set master_key_file in the config; create one with brokerd "
+                                "--generate-master-key PATH");
+        path = strdup(file);
+        if (!path)
+                return key_fail(err, errlen, -ENOMEM, "out of memory");
+        *ret_path = path;
+        *ret_credential = false;
         return 0;
 }
 
 int master_key_load(const char *file, MasterKey **ret)
 {
-        const char *creds = secure_getenv("CREDENTIALS_DIRECTORY");
-        _cleanup_free_ char *cred_path = NULL;
+        _cleanup_free_ char *path = NULL;
+        bool credential;
+        char err[1024];
+        int r;
 
-        if (creds && *creds) {
-                if (asprintf(&cred_path, "%s/master.key", creds) < 0)
-                        return log_oom();
-                struct stat st;
-                /* lstat: a dangling symlink there is refused by the checks, not skipped */
-                if (lstat(cred_path, &st) == 0) {
-                        if (file)
-                                log_info("Using the systemd credential master.key, not "
-                                         "master_key_file %s",
-                                         file);
-                        return read_key_file(cred_path, ret);
-                }
-        }
-        if (!file)
-                return log_error_errno(ENOKEY,
-                                       "No master key: pass the systemd credential master.key "
-                                       "(LoadCredential=master.key:PATH) or set master_key_file "
-                                       "in the config; create one with brokerd "
-                                       "--generate-master-key PATH");
-        return read_key_file(file, ret);
+        r = master_key_locate(file, &path, &credential, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Cannot load the master key: %s", err);
+        if (credential && file)
+                log_info("Using the systemd credential master.key, not master_key_file %s", file);
+        r = master_key_read(path, ret, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Cannot load the master key: %s", err);
+        return 0;
 }
 
 int master_key_generate(const char *path)

@@ -3,6 +3,7 @@
  * associated data, so a sealed blob cannot be moved to another key's row undetected. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define MASTER_KEY_BYTES 32u
@@ -22,6 +23,16 @@ typedef struct MasterKey {
  * MASTER_KEY_BYTES long. Errors are logged with the path, what was found and what is wanted. */
 int master_key_load(const char *file, MasterKey **ret);
 void master_key_free(MasterKey *m);
+
+/* master_key_load() in two steps that log nothing, for checks that must report every problem
+ * at once (brokerd --check, a start before it creates anything). Failures fill `err` with what
+ * is wrong: the path, what was found, what is wanted.
+ * master_key_locate(): where the key comes from, the credential (*ret_credential true) or
+ * `file`; *ret_path malloc'd. -ENOKEY when there is neither.
+ * master_key_read(): the checks above on `path`; with `ret`, reads the key too. */
+int master_key_locate(const char *file, char **ret_path, bool *ret_credential, char *err,
+                      size_t errlen);
+int master_key_read(const char *path, MasterKey **ret, char *err, size_t errlen);
 
 /* A master key from its bytes (copied into secure memory; the caller wipes its own copy). */
 int master_key_new(const unsigned char key[MASTER_KEY_BYTES], const char *source, MasterKey **ret);

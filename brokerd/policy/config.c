@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <jansson.h>
 #include <pwd.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -512,6 +513,25 @@ static void parse_rules(Problems *p, json_t *root, Config *c)
                         }
 }
 
+/* `user`: resolved now, so that --check and a start say it when the account is missing. */
+static void parse_user(Problems *p, json_t *root, Config *c)
+{
+        struct passwd pw, *res = NULL;
+        char buf[4096];
+
+        if (!conf_get_string(p, root, "", "user", false, 256, &c->user))
+                return;
+        if (getpwnam_r(c->user, &pw, buf, sizeof(buf), &res) != 0 || !res)
+                conf_problem(p, "user", "no such user \"%s\"", c->user);
+        else if (res->pw_uid == 0)
+                conf_problem(p, "user", "\"%s\" is root; leave \"user\" out to run as root",
+                             c->user);
+        else {
+                c->user_uid = res->pw_uid;
+                c->user_gid = res->pw_gid;
+        }
+}
+
 static void parse_issuer(Problems *p, json_t *root, Config *c)
 {
         /* OIDC discovery needs an https URL without query or fragment; a trailing '/' would
@@ -554,7 +574,7 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
                                                          "audit", "tokens", "rules", "limits",
                                                          "keys", "master_key_file",
                                                          "publish_directory", "upstreams",
-                                                         NULL});
+                                                         "user", NULL});
                 parse_issuer(&p, root, c);
                 parse_listen(&p, root, c);
                 conf_get_path(&p, root, "", "state_directory", PATH_MAX, &c->state_directory);
@@ -570,6 +590,7 @@ int config_parse_text(const char *text, size_t len, const char *origin, Config *
                 if (json_object_get(root, "publish_directory"))
                         conf_get_path(&p, root, "", "publish_directory", PATH_MAX,
                                  &c->publish_directory);
+                parse_user(&p, root, c);
         }
 
         if (p.oom) {
@@ -604,7 +625,7 @@ int config_load(const char *path, Config **ret, char ***ret_errors)
         _cleanup_fclose_ FILE *f = NULL;
         Problems p = {};
         _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
+        _cleanup_free_ char *buf = NULL, *abs = NULL;
         char err[512];
         size_t n;
         int r;
@@ -628,9 +649,18 @@ int config_load(const char *path, Config **ret, char ***ret_errors)
                 return -EIO;
         if (n > CONFIG_FILE_MAX)
                 return -EFBIG;
-        r = config_parse_text(buf, n, path, &c, ret_errors);
+        /* Absolute: a reload re-reads it from wherever the daemon's working directory is then,
+         * and the audit record names it. */
+        r = path_make_absolute(path, &abs);
         if (r < 0)
                 return r;
+        r = config_parse_text(buf, n, abs, &c, ret_errors);
+        if (r < 0)
+                return r;
+        /* What was loaded, for config_reloaded records. */
+        unsigned char digest[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(digest, (const unsigned char *) buf, n);
+        sodium_bin2hex(c->sha256, sizeof(c->sha256), digest, sizeof(digest));
         /* The files the configuration names that decide whom the broker trusts. */
         upstream_config_check_files(&p, c->upstreams, c->n_upstreams);
         if (p.oom) {
@@ -682,6 +712,7 @@ void config_unref(Config *c)
         free(c->audit_database);
         free(c->master_key_file);
         free(c->publish_directory);
+        free(c->user);
         free(c);
 }
 
@@ -709,5 +740,7 @@ const char *config_restart_only_change(const Config *old, const Config *new)
                 return "master_key_file";
         if (!streq_ptr(old->publish_directory, new->publish_directory))
                 return "publish_directory";
+        if (!streq_ptr(old->user, new->user))
+                return "user";
         return NULL;
 }

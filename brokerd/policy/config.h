@@ -74,7 +74,8 @@ uint64_t config_audit_floor_bytes(const AuditFloor *f, uint64_t fs_size);
 typedef struct Config {
         atomic_uint
             refs; /* a reload swaps the daemon's config; jobs keep the one they began with */
-        char *path;
+        char *path;         /* absolute (config_load()), as reload re-reads it */
+        char sha256[65];    /* hex SHA-256 of the file's content (config_load()); "" otherwise */
         char *issuer;
         char *workload_socket;
         char *admin_socket;
@@ -94,6 +95,11 @@ typedef struct Config {
         KeysConfig keys;
         char *master_key_file;   /* NULL: only the systemd credential master.key */
         char *publish_directory; /* NULL: JWKS and discovery are not written to files */
+        /* `user`: the account brokerd, started as root, runs as once it has opened what needs
+         * root (resolved when the config is loaded; never root). NULL: it stays who it is. */
+        char *user;
+        uid_t user_uid;
+        gid_t user_gid; /* the user's primary group */
         Rule *rules;
         size_t n_rules;
         UpstreamConfig *upstreams;

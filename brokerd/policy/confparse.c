@@ -11,7 +11,7 @@
 
 void conf_problem(Problems *p, const char *path, const char *fmt, ...)
 {
-        char msg[512];
+        char msg[1024];
         _cleanup_free_ char *raw = NULL;
         va_list ap;
         char *line;

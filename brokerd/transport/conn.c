@@ -11,6 +11,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "timeutil.h"
 #include "transport/conn-private.h"
 
@@ -459,8 +460,15 @@ static void conn_identified(MailboxMsg *m)
 
         c->busy = false;
         if (c->identify_error < 0) {
-                log_warning_errno(c->identify_error, "Cannot identify the caller (pid %d): %m",
-                                  (int) c->caller->cred.pid);
+                static LogRatelimit rl = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
+
+                log_struct_ratelimited(&rl, LOG_WARNING, c->identify_error,
+                                       &(LogFields){.message_id = MESSAGE_ID_CALLER_UNIDENTIFIED,
+                                                    .has_peer = true,
+                                                    .peer_uid = c->caller->cred.uid,
+                                                    .peer_pid = c->caller->cred.pid},
+                                       "Cannot identify the caller (pid %d): %m",
+                                       (int) c->caller->cred.pid);
                 conn_queue(
                     c, response_new_error(BROKER_ERR_INTERNAL, "cannot identify the caller", NULL));
                 c->closing = true;

@@ -42,6 +42,86 @@ static int take_activated(const char *name)
         return -ENOENT;
 }
 
+static bool activated(const char *name)
+{
+        for (int i = 0; i < activation_n; i++)
+                if (activation_names && activation_names[i] &&
+                    strcmp(activation_names[i], name) == 0)
+                        return true;
+        return false;
+}
+
+/* The socket's directory: ours alone, sticky or not (in a directory others can write, another
+ * user's lock file, held, or socket would be there first). */
+static PathDirFlags dir_flags(bool world_search)
+{
+        return PATH_CREATE | PATH_STRICT | (world_search ? PATH_WORLD_SEARCH : 0);
+}
+
+int listener_make_dir(const char *path, const char *name, bool world_search)
+{
+        _cleanup_free_ char *dir = NULL;
+        const char *base;
+        char err[512];
+        int r;
+
+        if (activated(name))
+                return 0;
+        if (path_split(path, &dir, &base) < 0)
+                return log_oom();
+        r = path_open_dir(dir, dir_flags(world_search), 0755, NULL, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Refusing socket %s: %s", path, err);
+        return 0;
+}
+
+int listener_check(const char *path, const char *name, bool world_search, bool probe_lock,
+                   char *err, size_t errlen)
+{
+        struct sockaddr_un sa;
+        _cleanup_free_ char *dir = NULL, *lock_name = NULL;
+        _cleanup_close_ int dir_fd = -EBADF, lock_fd = -EBADF;
+        const char *base;
+        struct stat st;
+        int r;
+
+        if (activated(name))
+                return 0;
+        if (strlen(path) >= sizeof(sa.sun_path)) {
+                snprintf(err, errlen, "%s: socket path too long (%zu bytes, at most %zu)", path,
+                         strlen(path), sizeof(sa.sun_path) - 1);
+                return -ENAMETOOLONG;
+        }
+        if (path_split(path, &dir, &base) < 0 || asprintf(&lock_name, "%s.lock", base) < 0) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        r = path_open_dir(dir, dir_flags(world_search) | PATH_DRY_RUN, 0755, &dir_fd, err, errlen);
+        if (r != 0)
+                return r < 0 ? r : 0; /* 1: the directory would be made, empty */
+        r = path_check_own_file(dir_fd, dir, lock_name, err, errlen);
+        if (r < 0)
+                return r;
+        if (r > 0 && probe_lock) {
+                r = path_open_own_file(dir_fd, dir, lock_name, O_RDWR, 0, &lock_fd, err, errlen);
+                if (r < 0)
+                        return r;
+                if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+                        snprintf(err, errlen,
+                                 "another brokerd is already serving %s (lock %s.lock is held); "
+                                 "stop it first",
+                                 path, path);
+                        return -EADDRINUSE;
+                }
+        }
+        if (fstatat(dir_fd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISSOCK(st.st_mode)) {
+                snprintf(err, errlen, "%s exists and is not a socket; refusing to replace it",
+                         path);
+                return -EEXIST;
+        }
+        return 0;
+}
+
 static int create_socket(Listener *l, mode_t mode, bool world_search)
 {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -60,10 +140,7 @@ static int create_socket(Listener *l, mode_t mode, bool world_search)
         dir = dirname(dir_copy);
         name = basename(name_copy);
 
-        /* Ours alone, sticky or not: in a directory others can write, another user's lock
-         * file (held) or socket would be there first. */
-        r = path_open_dir(dir, PATH_CREATE | PATH_STRICT | (world_search ? PATH_WORLD_SEARCH : 0),
-                          0755, &dir_fd, err, sizeof(err));
+        r = path_open_dir(dir, dir_flags(world_search), 0755, &dir_fd, err, sizeof(err));
         if (r < 0)
                 return log_error_errno(r, "Refusing socket %s: %s", l->path, err);
 

@@ -9,11 +9,17 @@
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "transport/admission.h"
 #include "transport/conn-private.h"
 #include "runtime/ratelimit.h"
 #include "timeutil.h"
 #include "transport/listener.h"
+
+/* Each accept failure can repeat for every connection attempt: logged once per interval. */
+static LogRatelimit out_of_fds_logged = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
+static LogRatelimit accept_logged = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
+static LogRatelimit setup_failed_logged = LOG_RATELIMIT_INIT(LOG_RATELIMIT_INTERVAL);
 
 #define ADMIN_CONNECTIONS_MAX 16
 /* Enough that a backlog filled by one uid's connect/close churn drains quickly (each is refused
@@ -251,13 +257,17 @@ static int on_listener(sd_event_source *src, int lfd, uint32_t revents, void *us
                         if (errno == EAGAIN)
                                 break;
                         if (errno == EMFILE || errno == ENFILE) {
-                                log_warning("Out of file descriptors; refusing a connection");
+                                log_struct_ratelimited(
+                                    &out_of_fds_logged, LOG_WARNING, 0,
+                                    &(LogFields){.message_id = MESSAGE_ID_CONNECTION_REFUSED},
+                                    "Out of file descriptors; refusing a connection");
                                 accept_and_drop(t, lfd);
                                 continue;
                         }
                         if (errno == EINTR || errno == ECONNABORTED)
                                 continue;
-                        log_warning_errno(errno, "accept(): %m");
+                        log_struct_ratelimited(&accept_logged, LOG_WARNING, errno, NULL,
+                                               "accept(): %m");
                         break;
                 }
                 if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
@@ -278,7 +288,11 @@ static int on_listener(sd_event_source *src, int lfd, uint32_t revents, void *us
                                 caller_unref(caller);
                         if (!admin)
                                 uid_counter_remove(&t->uids, cred.uid);
-                        log_warning_errno(r, "Cannot set up connection: %m");
+                        log_struct_ratelimited(&setup_failed_logged, LOG_WARNING, r,
+                                               &(LogFields){.has_peer = true,
+                                                            .peer_uid = cred.uid,
+                                                            .peer_pid = cred.pid},
+                                               "Cannot set up connection: %m");
                         refuse(fd, BROKER_ERR_INTERNAL, "cannot set up connection");
                 }
         }

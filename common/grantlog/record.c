@@ -61,6 +61,50 @@ json_t *grantlog_record_new(const char *event, int64_t time_ms, json_t *fields)
         return rec;
 }
 
+json_t *grantlog_record_lifecycle(const char *event, int64_t time_ms, const GrantlogOrigin *origin,
+                                  json_t *fields)
+{
+        _cleanup_(json_decrefp) json_t *rec = grantlog_record_new(event, time_ms, fields);
+        json_t *o;
+
+        if (!rec || !origin)
+                return TAKE_PTR(rec);
+        o = origin->signal ? json_pack("{s:s, s:I, s:I}", "name", origin->signal, "uid",
+                                       (json_int_t) origin->uid, "pid", (json_int_t) origin->pid)
+                           : json_pack("{s:I, s:I}", "uid", (json_int_t) origin->uid, "pid",
+                                       (json_int_t) origin->pid);
+        if (!o || json_object_set_new(rec, origin->signal ? "signal" : "admin", o) < 0)
+                return NULL;
+        return TAKE_PTR(rec);
+}
+
+json_t *grantlog_record_config_reloaded(int64_t time_ms, const GrantlogOrigin *origin,
+                                        const char *path, const char *config_sha256, size_t n_rules)
+{
+        json_t *f = json_object();
+
+        if (!f || set_text(f, "path", path) < 0 ||
+            json_object_set_new(f, "config_sha256", json_string(config_sha256)) < 0 ||
+            json_object_set_new(f, "rules", json_integer((json_int_t) n_rules)) < 0) {
+                json_decref(f);
+                return NULL;
+        }
+        return grantlog_record_lifecycle("config_reloaded", time_ms, origin, f);
+}
+
+json_t *grantlog_record_config_reload_failed(int64_t time_ms, const GrantlogOrigin *origin,
+                                             const char *path, const char *error)
+{
+        json_t *f = json_object();
+
+        /* the error quotes the file, which a typo can fill with anything */
+        if (!f || set_text(f, "path", path) < 0 || set_text(f, "error", error) < 0) {
+                json_decref(f);
+                return NULL;
+        }
+        return grantlog_record_lifecycle("config_reload_failed", time_ms, origin, f);
+}
+
 /* The stand-in for a long value of a denial (record.h): its length and hash, and a prefix cut
  * where a character or a \xNN escape begins, so the prefix is valid UTF-8 and unambiguous. */
 static json_t *truncated_new(const char *text, size_t len)
@@ -232,7 +276,7 @@ bool grantlog_event_known(const char *event)
             "grant",           "deny",        "deny_summary", "started",      "stopped",
             "config_reloaded", "key_created", "key_rotated",  "key_retired",  "key_removed",
             "key_revoked",     "audit_key",   "checkpoint",   "audit_pruned", "secret_set",
-            "secret_deleted",  "upstream_tested",
+            "secret_deleted",  "upstream_tested", "config_reload_failed",
         };
 
         for (size_t i = 0; event && i < ELEMENTSOF(events); i++)

@@ -34,6 +34,31 @@ json_t *grantlog_peer_new(const GrantlogPeer *p, bool with_groups);
  * NULL): a lifecycle record (started, stopped, config_reloaded, key_*). */
 json_t *grantlog_record_new(const char *event, int64_t time_ms, json_t *fields);
 
+/* Who asked for a lifecycle event, as the kernel said: the peer credentials of an admin
+ * connection, or the sender of a signal (signalfd's ssi_uid, ssi_pid). */
+typedef struct GrantlogOrigin {
+        const char *signal; /* NULL: the admin socket; else the signal's name ("SIGHUP") */
+        uid_t uid;
+        pid_t pid;
+} GrantlogOrigin;
+
+/* grantlog_record_new() for what someone asked for: with `origin`, the record also holds
+ * "admin": {"uid", "pid"} (an admin request) or "signal": {"name", "uid", "pid"}; NULL: the
+ * broker's own doing (its key schedule), recorded as grantlog_record_new() does. */
+json_t *grantlog_record_lifecycle(const char *event, int64_t time_ms, const GrantlogOrigin *origin,
+                                  json_t *fields);
+
+/* config_reloaded: the absolute `path` of the file, the hex SHA-256 of the content that was
+ * loaded and its number of rules. */
+json_t *grantlog_record_config_reloaded(int64_t time_ms, const GrantlogOrigin *origin,
+                                        const char *path, const char *config_sha256,
+                                        size_t n_rules);
+
+/* config_reload_failed: the file and the first problem that kept the running configuration
+ * (the log line names all of them). */
+json_t *grantlog_record_config_reload_failed(int64_t time_ms, const GrantlogOrigin *origin,
+                                             const char *path, const char *error);
+
 /* What a decision about an upstream's token records under "upstream" (README §Federation):
  * never the token, never a secret. NULL strings, a 0 status and a 0 expiry are left out (a
  * policy denial knows only the name). */
@@ -98,7 +123,7 @@ json_t *grantlog_record_deny_summary(const GrantlogDenySummary *s, int64_t time_
 
 /* The events a log records, as --event takes them. */
 #define GRANTLOG_EVENT_NAMES                                                                       \
-        "grant, deny, deny_summary, started, stopped, config_reloaded, key_created, key_rotated, " \
-        "key_retired, key_removed, key_revoked, audit_key, checkpoint, audit_pruned, secret_set, " \
-        "secret_deleted, upstream_tested"
+        "grant, deny, deny_summary, started, stopped, config_reloaded, config_reload_failed, "     \
+        "key_created, key_rotated, key_retired, key_removed, key_revoked, audit_key, checkpoint, " \
+        "audit_pruned, secret_set, secret_deleted, upstream_tested"
 bool grantlog_event_known(const char *event);

@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "timeutil.h"
 
 /* Records taken into one transaction at most: bounds a transaction's size and time. */
@@ -107,9 +108,10 @@ static int writer_ensure_log(GrantlogStore *a)
         int r;
 
         if (a->log && grantlog_writer_file_replaced(a->log)) {
-                log_error("%s: the audit database was deleted or replaced while in use; "
-                          "refusing requests until it is restored or brokerd restarts",
-                          a->path);
+                log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_AUDIT_FAILURE},
+                           "%s: the audit database was deleted or replaced while in use; "
+                           "refusing requests until it is restored or brokerd restarts",
+                           a->path);
                 a->refusal_logged = true;
                 grantlog_writer_close(a->log);
                 a->log = NULL;
@@ -119,10 +121,11 @@ static int writer_ensure_log(GrantlogStore *a)
                 return 0;
         r = grantlog_writer_reopen(a->path, &a->opt, &a->signer, &a->faults, &a->mark, &a->log);
         if (r == -ESTALE && !a->refusal_logged) {
-                log_error("%s: the audit database is not the log this broker wrote (another file, "
-                          "or it no longer holds seq %llu); refusing requests until it is "
-                          "restored or brokerd restarts",
-                          a->path, (unsigned long long) a->mark.seq);
+                log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_AUDIT_FAILURE},
+                           "%s: the audit database is not the log this broker wrote (another "
+                           "file, or it no longer holds seq %llu); refusing requests until it is "
+                           "restored or brokerd restarts",
+                           a->path, (unsigned long long) a->mark.seq);
                 a->refusal_logged = true;
         }
         return r;
@@ -137,7 +140,9 @@ static void writer_note(GrantlogStore *a, int r)
                 a->refusal_logged = false;
                 atomic_store(&a->last_seq, a->mark.seq);
                 if (!was)
-                        log_notice("%s: audit writes succeed again", a->path);
+                        log_struct(LOG_NOTICE, 0,
+                                   &(LogFields){.message_id = MESSAGE_ID_AUDIT_RECOVERED},
+                                   "%s: audit writes succeed again", a->path);
         } else if (a->log) {
                 grantlog_writer_close(a->log);
                 a->log = NULL;
@@ -199,7 +204,8 @@ static void log_lost(GrantlogStore *a, const AuditItem *i, const char *why)
         char t[TIME_RFC3339_MAX];
 
         time_format_rfc3339_ms(i->entry.time_ms, t);
-        log_error("%s: audit record lost (%s): event %s at %s", a->path, why, i->entry.event, t);
+        log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_AUDIT_RECORD_LOST},
+                   "%s: audit record lost (%s): event %s at %s", a->path, why, i->entry.event, t);
 }
 
 /* After a failed commit: lifecycle records (no caller waits for them) are kept, to be written

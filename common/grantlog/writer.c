@@ -10,6 +10,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "messageid.h"
 #include "timeutil.h"
 
 /* Records deleted per pruning transaction: the writer goes back to serving between chunks. */
@@ -59,7 +60,8 @@ static void fault(GrantlogFaults *f, const char *path, const char *what, const c
         /* truncated alike each time, so a long message still compares equal */
         if (snprintf(msg, sizeof(msg), "%s: %s", what, detail) < 0 || strcmp(msg, f->last) == 0)
                 return;
-        log_error("%s: %s", path, msg);
+        log_struct(LOG_ERR, 0, &(LogFields){.message_id = MESSAGE_ID_AUDIT_FAILURE}, "%s: %s",
+                   path, msg);
         memcpy(f->last, msg, sizeof(msg));
 }
 

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -70,6 +71,19 @@ def valgrind_prefix(log_path):
             "--leak-check=full", "--errors-for-leak-kinds=definite,possible",
             "--show-leak-kinds=definite,possible", "--track-origins=yes", "--num-callers=30",
             f"--log-file={log_path}"]
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Polls pred() every `interval` seconds until it returns something truthy, and returns
+    that; raises AssertionError naming `what` once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def as_user(uid, gid=None, groups=None):
@@ -172,6 +186,66 @@ class Raw:
         self.sock.close()
 
 
+class NotifyListener:
+    """A real NOTIFY_SOCKET: collects every datagram brokerd sends, in order, each as its list
+    of lines. Writable by every uid (a daemon that dropped privileges still reaches it)."""
+
+    def __init__(self, path):
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o666)
+        self.sock.settimeout(0.1)
+        self.messages = []
+        self.cond = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+
+    def _collect(self):
+        while not self.closing:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            with self.cond:
+                self.messages.append(data.decode(errors="replace").split("\n"))
+                self.cond.notify_all()
+
+    def mark(self):
+        """Where the messages from now on begin (for wait_for's `since`)."""
+        with self.cond:
+            return len(self.messages)
+
+    def wait_for(self, pred, timeout=10.0, since=0, proc=None):
+        """The first message from index `since` on for which pred(lines) holds, waiting up to
+        `timeout` seconds (less if `proc` exits meanwhile); None if none came."""
+        deadline = time.time() + timeout
+        with self.cond:
+            i = since
+            while True:
+                while i < len(self.messages):
+                    if pred(self.messages[i]):
+                        return self.messages[i]
+                    i += 1
+                left = deadline - time.time()
+                if left <= 0 or (proc is not None and proc.poll() is not None):
+                    return None
+                self.cond.wait(min(left, 0.1))
+
+    def all(self, since=0):
+        with self.cond:
+            return list(self.messages[since:])
+
+    def close(self):
+        self.closing = True
+        self.thread.join()
+        self.sock.close()
+
+
 def default_rules():
     return [{"name": "root", "match": {"uid": 0}, "subject": "spiffe://test/uid/{uid}",
              "audiences": ["https://api.test"], "scopes": ["read", "write"]}]
@@ -191,6 +265,7 @@ class Broker:
         self.log_path = os.path.join(self.tmp, "brokerd.log")
         self.prefix = prefix or []
         self.proc = None
+        self.notify = None  # the NotifyListener of the current (or last) start
         self.master_key = os.path.join(self.tmp, "master.key")
         if not os.path.exists(self.master_key):
             subprocess.run([brokerd_path(), "--generate-master-key", self.master_key],
@@ -216,46 +291,45 @@ class Broker:
         with open(self.config_path, "w") as f:
             json.dump(config if config is not None else self.config, f, indent=2)
 
-    def start(self, expect_ready=True, timeout=10.0, env=None):
-        """Starts brokerd and waits for READY=1 on a real NOTIFY_SOCKET. `env` adds variables
-        to brokerd's environment (a None value removes one)."""
-        notify_path = os.path.join(self.tmp, "notify.sock")
-        if os.path.exists(notify_path):
-            os.unlink(notify_path)
-        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        ns.bind(notify_path)
+    @staticmethod
+    def daemon_env(env=None):
+        """sanitizer_env() with `env`'s variables added (a None value removes one)."""
         daemon_env = sanitizer_env()
         for k, v in (env or {}).items():
             if v is None:
                 daemon_env.pop(k, None)
             else:
                 daemon_env[k] = v
+        return daemon_env
+
+    def start(self, expect_ready=True, timeout=10.0, env=None):
+        """Starts brokerd and waits for READY=1 on a real NOTIFY_SOCKET, which stays open:
+        self.notify holds every datagram of this run. `env` adds variables to brokerd's
+        environment (a None value removes one)."""
+        notify_path = os.path.join(self.tmp, "notify.sock")
+        if self.notify:
+            self.notify.close()
+        self.notify = NotifyListener(notify_path)
+        daemon_env = self.daemon_env(env)
         daemon_env["NOTIFY_SOCKET"] = notify_path
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.prefix + [brokerd_path(), "--config", self.config_path],
             stdout=self.log, stderr=self.log, env=daemon_env)
-        ns.settimeout(0.1)
-        deadline = time.time() + timeout
-        ready = False
-        try:
-            while time.time() < deadline:
-                try:
-                    msg = ns.recv(4096).decode()
-                except socket.timeout:
-                    if self.proc.poll() is not None:
-                        break
-                    continue
-                if "READY=1" in msg.split("\n"):
-                    ready = True
-                    break
-        finally:
-            ns.close()
+        ready = self.notify.wait_for(lambda lines: "READY=1" in lines, timeout=timeout,
+                                     proc=self.proc) is not None
         if expect_ready and not ready:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("brokerd did not become ready:\n" + self.read_log())
         return ready
+
+    def check(self, env=None, prefix=()):
+        """Runs `brokerd --config <config_path> --check` (behind `prefix`, e.g. an unshare
+        wrapper) and returns its CompletedProcess, output as text. `env` as for start()."""
+        return subprocess.run(list(prefix) + [brokerd_path(), "--config", self.config_path,
+                                              "--check"],
+                              capture_output=True, text=True, env=self.daemon_env(env))
 
     def daemon_pid(self):
         """The brokerd process itself, also when it runs under a wrapper such as unshare."""
@@ -292,6 +366,7 @@ class Broker:
             raise AssertionError("brokerd did not stop in time:\n" + self.read_log())
         self.log.close()
         self.proc = None
+        self.notify.close()  # what it collected stays readable
         return rc
 
     def kill9(self):
@@ -299,6 +374,7 @@ class Broker:
         self.proc.wait()
         self.log.close()
         self.proc = None
+        self.notify.close()
 
     def read_log(self):
         try:
@@ -314,6 +390,8 @@ class Broker:
                 if rc != 0:
                     raise AssertionError(f"brokerd exited with {rc}:\n" + self.read_log())
         finally:
+            if self.notify:
+                self.notify.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- clients -------------------------------------------------------------------
@@ -353,6 +431,15 @@ class Broker:
 
     def raw(self, admin=False):
         return Raw(self.admin if admin else self.workload)
+
+    def admin_request(self, req):
+        """Sends one request on a fresh raw admin connection; returns the response (a dict, or
+        None when the broker closed the connection)."""
+        c = self.raw(admin=True)
+        try:
+            return c.request(req)
+        finally:
+            c.close()
 
     def jwks(self):
         r = self.ctl("jwks")
@@ -424,6 +511,34 @@ class BrokerTestCase(unittest.TestCase):
         b = Broker(**kw)
         self.brokers.append(b)
         return b
+
+    def start_refused(self, b, *needles, env=None, within=None):
+        """Starts b expecting brokerd to refuse: it must not become ready and must exit 1 (it
+        is killed after 15 s). Asserts that what it logged during this start holds each of
+        `needles` and, with `within`, that it refused in fewer than `within` seconds. Returns
+        that log. `env` as for Broker.start()."""
+        offset = os.path.getsize(b.log_path) if os.path.exists(b.log_path) else 0
+        t0 = time.time()
+        ready = b.start(expect_ready=False, timeout=10, env=env)
+        try:
+            rc = b.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            b.proc.kill()
+            b.proc.wait()
+            rc = None
+        elapsed = time.time() - t0
+        b.log.close()
+        b.proc = None
+        with open(b.log_path, "rb") as f:
+            f.seek(offset)
+            log = f.read().decode(errors="replace")
+        self.assertFalse(ready, "brokerd became ready but should have refused:\n" + log)
+        self.assertEqual(rc, 1, "brokerd should exit 1 when it refuses to start:\n" + log)
+        if within is not None:
+            self.assertLess(elapsed, within, "brokerd took too long to refuse:\n" + log)
+        for n in needles:
+            self.assertIn(n, log)
+        return log
 
     def cgroup(self, relpath):
         cg = Cgroup(relpath)

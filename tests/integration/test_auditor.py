@@ -92,7 +92,7 @@ def make_log():
         for _ in range(12):
             assert c.request(token_request())["ok"]
         c.close()
-        r = b.admin_ctl("status")
+        r = b.admin_ctl("status", "--json")
         assert r.returncode == 0, r.stderr
         LOG["status"] = json.loads(r.stdout)
         # Idle now (no timed checkpoint for an hour): nothing is written while the files are

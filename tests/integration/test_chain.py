@@ -242,7 +242,7 @@ def make_reference_log():
         for _ in range(4):
             assert c.request({"op": "token", "audience": AUD, "scopes": ["write"]})["ok"]
         c.close()
-        REF["status"] = json.loads(b.admin_ctl("status").stdout)
+        REF["status"] = json.loads(b.admin_ctl("status", "--json").stdout)
         REF["tokens"] = tokens
         rc = b.stop()
         assert rc == 0, b.read_log()
@@ -677,12 +677,12 @@ class VerifyDatabaseTest(ChainTestCase):
         b = Broker(rules=RULES)
         try:
             self.assertEqual(b.token().returncode, 0)
-            old = json.loads(b.admin_ctl("status").stdout)["audit"]
+            old = json.loads(b.admin_ctl("status", "--json").stdout)["audit"]
             self.assertEqual(b.stop(), 0)
             os.unlink(os.path.join(b.state, "keys.db"))
             b.start()
             self.assertEqual(b.token().returncode, 0)
-            new = json.loads(b.admin_ctl("status").stdout)["audit"]
+            new = json.loads(b.admin_ctl("status", "--json").stdout)["audit"]
             self.assertEqual(b.stop(), 0)
             db = self.copy(b.db)
         finally:
@@ -1443,7 +1443,7 @@ class RetentionTest(ChainTestCase):
             b.start()
             for _ in range(3):
                 assert b.token().returncode == 0
-            cls.status = json.loads(b.admin_ctl("status").stdout)
+            cls.status = json.loads(b.admin_ctl("status", "--json").stdout)
             assert b.stop() == 0
             cls.db = copy_db(b.db, cls.dir)
             cls.log = b.read_log()
@@ -1610,7 +1610,7 @@ class RetentionRefusalTest(ChainTestCase):
             while "do not verify; not pruning them" not in b.read_log():
                 self.assertLess(time.time(), deadline, "no refusal within 10s:\n" + b.read_log())
                 time.sleep(0.1)
-            self.assertEqual(json.loads(b.admin_ctl("status").stdout)["audit"]["state"], "ok")
+            self.assertEqual(json.loads(b.admin_ctl("status", "--json").stdout)["audit"]["state"], "ok")
             self.assertEqual(b.token().returncode, 0)
             self.assertNotIn("audit_pruned", [r["event"] for r in b.audit()])
             self.assertEqual(b.stop(), 0)

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from harness import BrokerTestCase, brokerctl_path, sanitizer_env, token_claims
+from harness import BrokerTestCase, brokerctl_path, sanitizer_env, token_claims, wait_until
 
 AUD = "https://api.test"
 GENESIS = "0" * 64
@@ -32,18 +32,6 @@ NO_RATE_LIMIT = {"limits": {"rate": 0}}
 
 def sha256(token):
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def wait_for(pred, timeout=10.0, what="condition"):
-    """Polls pred() until it returns something true; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def brokerctl(*args):
@@ -149,7 +137,7 @@ class FaultTestCase(BrokerTestCase):
         self.assertNotIn("token", resp)
 
     def status(self, b):
-        r = b.admin_ctl("status")
+        r = b.admin_ctl("status", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout)
 
@@ -228,8 +216,8 @@ class KillTest(FaultTestCase):
         for t in clients:
             t.start()
         try:
-            wait_for(lambda: len(received) - start_count >= kill_after, timeout=30,
-                     what=f"{kill_after} tokens under load")
+            wait_until(lambda: len(received) - start_count >= kill_after, 30, interval=0.02,
+                       what=f"{kill_after} tokens under load")
             b.kill9()  # mid-stream: requests in flight
         finally:
             stop.set()
@@ -245,8 +233,8 @@ class KillTest(FaultTestCase):
         log_len = len(b.read_log())
         b.start()
         self.assertNotIn("created a new audit log", b.read_log()[log_len:])
-        recs = wait_for(lambda: (lambda r: r if r[-1]["seq"] > last["seq"] else None)(
-            self.export(b.db)), what="the restart's first record")
+        recs = wait_until(lambda: (lambda r: r if r[-1]["seq"] > last["seq"] else None)(
+            self.export(b.db)), 10, interval=0.02, what="the restart's first record")
         started = self.assert_continues(recs, last)
         self.assertEqual(started["event"], "started")
         # the same log and the same audit key: no new audit_key record
@@ -344,9 +332,9 @@ class FullFilesystemTest(FaultTestCase):
         self.assertNotIn("config_reloaded", events)
 
         os.unlink(filler)  # space returns; no request comes
-        recs = wait_for(lambda: (lambda rs: rs if "config_reloaded" in
-                                 [r["event"] for r in rs] else None)(self.export(b.db)),
-                        timeout=5, what="the kept lifecycle records")
+        recs = wait_until(lambda: (lambda rs: rs if "config_reloaded" in
+                                   [r["event"] for r in rs] else None)(self.export(b.db)),
+                          5, interval=0.02, what="the kept lifecycle records")
         events = [r["event"] for r in recs]
         self.assertLess(events.index("key_rotated"), events.index("config_reloaded"))
         self.assertEqual(self.status(b)["audit"]["state"], "ok")
@@ -386,8 +374,8 @@ class FullFilesystemTest(FaultTestCase):
         self.assertLess(time.monotonic() - started, 5)
         self.assertEqual(b.read_log().count("too many kept while the log cannot be written"), 88)
         os.unlink(filler)
-        wait_for(lambda: [r["event"] for r in self.export(b.db)].count("config_reloaded") == 512,
-                 timeout=5, what="512 kept config_reloaded records")
+        wait_until(lambda: [r["event"] for r in self.export(b.db)].count("config_reloaded") == 512,
+                   5, interval=0.02, what="512 kept config_reloaded records")
         self.assertEqual(b.stop(), 0)
         self.verify(b.db)
 

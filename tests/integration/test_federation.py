@@ -155,7 +155,7 @@ class FederationTestCase(BrokerTestCase):
                 if "upstream" in r and (name is None or r["upstream"]["name"] == name)]
 
     def status(self, b):
-        r = b.admin_ctl("status")
+        r = b.admin_ctl("status", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout)
 

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -28,7 +29,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
 from harness import (ISSUER, BrokerTestCase, as_user, brokerd_path, sanitizer_env,
-                     token_claims, token_header, verify_token)
+                     token_claims, token_header, verify_token, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node")
@@ -87,18 +88,6 @@ def mktmp():
     d = tempfile.mkdtemp(prefix="broker-keys-")
     os.chmod(d, 0o755)
     return d
-
-
-def wait_until(pred, timeout, interval=0.05, what="condition"):
-    """Polls pred() until it returns something truthy; returns it. Raises on the deadline."""
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def read_json(path):
@@ -166,33 +155,12 @@ class KeysTestCase(BrokerTestCase):
         b.pub = extra.get("publish_directory")
         return b
 
-    def start_refused(self, b, env=None):
-        """Starts b expecting brokerd to refuse; returns what it logged during this start."""
-        offset = os.path.getsize(b.log_path) if os.path.exists(b.log_path) else 0
-        ready = b.start(expect_ready=False, env=env)
-        try:
-            rc = b.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            b.proc.kill()
-            b.proc.wait()
-            rc = None
-        b.log.close()
-        b.proc = None
-        with open(b.log_path, "rb") as f:
-            f.seek(offset)
-            log = f.read().decode(errors="replace")
-        self.assertFalse(ready, "brokerd became ready but should have refused:\n" + log)
-        self.assertEqual(rc, 1, "brokerd should exit 1 when it refuses to start:\n" + log)
-        return log
-
     # --- admin and tokens --------------------------------------------------------------
 
     def keys(self, b):
-        r = b.admin_ctl("keys")
+        r = b.admin_ctl("keys", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
-        resp = json.loads(r.stdout)
-        self.assertTrue(resp["ok"])
-        return resp["keys"]
+        return json.loads(r.stdout)["keys"]
 
     def admin_json(self, b, *args):
         r = b.admin_ctl(*args)
@@ -744,12 +712,15 @@ class NoPlaintextKeysTest(KeysTestCase):
 
 class MasterKeyTest(KeysTestCase):
     def refused_fresh(self, b, *fragments, env=None):
-        """A first start refused with a message holding every fragment; no key was made."""
-        log = self.start_refused(b, env=env)
-        for frag in fragments:
-            self.assertIn(frag, log)
+        """A first start refused with a message holding every fragment; no key was made, and
+        nothing else either (refused before the start creates anything)."""
+        state_before = os.path.exists(b.state)
+        log = self.start_refused(b, *fragments, env=env)
         self.assertFalse(os.path.exists(os.path.join(b.state, "keys.db")),
                          "keys.db created although the master key was refused")
+        if not state_before:
+            self.assertFalse(os.path.exists(b.state), "state directory created by a refused start")
+        self.assertFalse(os.path.exists(b.db), "audit database created by a refused start")
         return log
 
     def test_wrong_master_key_after_keys_exist(self):
@@ -761,8 +732,8 @@ class MasterKeyTest(KeysTestCase):
         subprocess.run([brokerd_path(), "--generate-master-key", b.master_key], check=True,
                        capture_output=True, env=sanitizer_env())
         log = self.start_refused(b)
-        self.assertIn(f"The master key from {b.master_key} is not the one that sealed "
-                      f"{os.path.join(b.state, 'keys.db')}; refusing to start", log)
+        self.assertIn(f"master_key_file: the master key from {b.master_key} is not the one that "
+                      f"sealed {os.path.join(b.state, 'keys.db')}; refusing to start", log)
         self.assertIn("never re-keys", log)
         self.assertEqual(key_rows(b.state), rows)  # nothing re-keyed, nothing lost
         # the right key brings back the same keys
@@ -774,7 +745,7 @@ class MasterKeyTest(KeysTestCase):
     def test_mode_0644(self):
         b = self.keys_broker(start=False)
         os.chmod(b.master_key, 0o644)
-        self.refused_fresh(b, f"Refusing master key: {b.master_key}: mode 0644, wanted 0600")
+        self.refused_fresh(b, f"master_key_file: {b.master_key}: mode 0644, wanted 0600")
         os.chmod(b.master_key, 0o600)
         b.start()
 
@@ -783,7 +754,7 @@ class MasterKeyTest(KeysTestCase):
         real = os.path.join(b.tmp, "real.key")
         os.rename(b.master_key, real)
         os.symlink(real, b.master_key)
-        self.refused_fresh(b, f"Refusing master key: {b.master_key}: is a symlink, wanted a "
+        self.refused_fresh(b, f"master_key_file: {b.master_key}: is a symlink, wanted a "
                               "regular file")
         os.unlink(b.master_key)
         os.rename(real, b.master_key)
@@ -792,7 +763,7 @@ class MasterKeyTest(KeysTestCase):
     def test_owned_by_another_uid(self):
         b = self.keys_broker(start=False)
         os.chown(b.master_key, 4001, 4001)
-        self.refused_fresh(b, f"Refusing master key: {b.master_key}: owned by uid 4001, "
+        self.refused_fresh(b, f"master_key_file: {b.master_key}: owned by uid 4001, "
                               "wanted uid 0")
         os.chown(b.master_key, 0, 0)
         b.start()
@@ -801,7 +772,7 @@ class MasterKeyTest(KeysTestCase):
         b = self.keys_broker(start=False)
         with open(b.master_key, "r+b") as f:
             f.truncate(31)
-        self.refused_fresh(b, f"Master key {b.master_key} is 31 bytes, wanted exactly 32")
+        self.refused_fresh(b, f"master_key_file: {b.master_key}: 31 bytes, wanted exactly 32")
 
     def test_group_writable_parent_directory(self):
         b = self.keys_broker(start=False)
@@ -812,7 +783,7 @@ class MasterKeyTest(KeysTestCase):
         b.config["master_key_file"] = path
         b.write_config()
         os.chmod(kdir, 0o775)
-        self.refused_fresh(b, f"Refusing master key: {kdir}: directory is writable by group or "
+        self.refused_fresh(b, f"master_key_file: {kdir}: directory is writable by group or "
                               "others (mode 0775)")
         os.chmod(kdir, 0o755)
         b.start()
@@ -820,14 +791,15 @@ class MasterKeyTest(KeysTestCase):
     def test_missing_file_suggests_generating_one(self):
         b = self.keys_broker(start=False)
         os.unlink(b.master_key)
-        self.refused_fresh(b, f"Master key {b.master_key} does not exist; create one with "
-                              f"brokerd --generate-master-key {b.master_key}")
+        self.refused_fresh(b, f"master_key_file: {b.master_key}: does not exist, wanted a "
+                              "regular file with mode 0600; create one with brokerd "
+                              f"--generate-master-key {b.master_key}")
 
     def test_no_master_key_configured(self):
         b = self.keys_broker(start=False)
         del b.config["master_key_file"]
         b.write_config()
-        log = self.refused_fresh(b, "No master key", "master_key_file",
+        log = self.refused_fresh(b, "master_key_file: no master key",
                                  "--generate-master-key", env={"CREDENTIALS_DIRECTORY": None})
         self.assertIn("LoadCredential=master.key", log)
 
@@ -879,7 +851,8 @@ class MasterKeyTest(KeysTestCase):
         self.assertEqual(b.stop(), 0)
         # without the credential, master_key_file is used, and it is the wrong key
         log = self.start_refused(b, env={"CREDENTIALS_DIRECTORY": None})
-        self.assertIn(f"The master key from {b.master_key} is not the one that sealed", log)
+        self.assertIn(f"master_key_file: the master key from {b.master_key} is not the one "
+                      "that sealed", log)
         b.start(env=env)
         self.assertEqual(sorted(jwks_kids(b.jwks())), kids)
 
@@ -1011,12 +984,77 @@ class PublishTest(KeysTestCase):
         b = self.broker(tmp=tmp, start=False,
                         extra={"publish_directory": os.path.join(gw, "pub")})
         log = self.start_refused(b)
-        self.assertIn(f"Unsafe publish_directory: {gw}: directory is writable by group or "
+        self.assertIn(f"publish_directory: {gw}: directory is writable by group or "
                       "others (mode 0775)", log)
         self.assertFalse(os.path.exists(os.path.join(gw, "pub", "jwks.json")))
         os.chmod(gw, 0o755)
         b.start()
         self.assertTrue(os.path.exists(os.path.join(gw, "pub", "jwks.json")))
+
+    def publish_status(self, b):
+        resp = b.admin_request({"op": "status"})
+        self.assertTrue(resp["ok"], resp)
+        return resp["publish"]
+
+    def test_issuer_changed_on_reload_is_published_at_once(self):
+        b = self.keys_broker(rules=self.RULES, publish=True)
+        self.check_published(b, ["EdDSA", "ES256"])
+        dpath = os.path.join(b.pub, ".well-known", "openid-configuration")
+        jwks_before = read_json(os.path.join(b.pub, "jwks.json"))
+        st = self.publish_status(b)
+        self.assertEqual(st["directory"], b.pub)
+        self.assertIsNone(st["last_error"])
+        self.assertIsInstance(st["last_success"], int)
+        self.assertLessEqual(abs(st["last_success"] - time.time()), 5)
+
+        new = "https://new-issuer.test"
+        b.config["issuer"] = new
+        b.write_config()
+        self.admin_json(b, "reload")
+        # at once, not at the next key event: discovery names the issuer tokens now carry
+        disc = read_json(dpath)
+        self.assertEqual((disc["issuer"], disc["jwks_uri"]), (new, new + "/jwks.json"))
+        self.assertEqual(read_json(os.path.join(b.pub, "jwks.json")), jwks_before)
+        resp = self.token_of(b, DEFAULT_ALG)
+        self.assertEqual(token_claims(resp["token"])["iss"], new)
+        verify_token(resp["token"], read_json(os.path.join(b.pub, "jwks.json")),
+                     CALLER[DEFAULT_ALG][1], issuer=disc["issuer"])
+        self.assertIsNone(self.publish_status(b)["last_error"])
+
+        # and by SIGHUP too
+        b.config["issuer"] = ISSUER
+        b.write_config()
+        os.kill(b.daemon_pid(), signal.SIGHUP)
+        wait_until(lambda: read_json(dpath)["issuer"] == ISSUER, 5,
+                   what="the SIGHUP reload to publish the issuer")
+
+    def test_read_only_publish_directory_is_reported_once_and_in_status(self):
+        # what ProtectSystem=strict makes of a publish directory outside ReadWritePaths=
+        if not shutil.which("unshare"):
+            self.skipTest("unshare not installed")
+        tmp = mktmp()
+        pub = os.path.join(tmp, "pub")
+        os.mkdir(pub, 0o755)
+        ro = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount --bind "{pub}" "{pub}" && mount -o remount,bind,ro "{pub}" && exec "$@"',
+              "sh"]
+        b = self.broker(rules=self.RULES, tmp=tmp, start=False, prefix=ro,
+                        extra={"publish_directory": pub})
+        b.start()  # publishing is not a start's condition
+        self.assertEqual(self.token_of(b, DEFAULT_ALG)["kid"], self.active(b, DEFAULT_ALG)["kid"])
+        st = self.publish_status(b)
+        self.assertIsNone(st["last_success"])
+        self.assertIn(pub, st["last_error"])
+        self.assertIn("Read-only file system", st["last_error"])
+        log = b.read_log()
+        self.assertEqual(log.count(f"Cannot publish to {pub}: "), 1, log)
+        self.assertIn("ReadWritePaths=", log)
+        self.assertNotIn("Unsafe publish_directory", log)
+        self.assertEqual(os.listdir(pub), [])
+        # each later attempt is one line more, and status keeps the latest
+        self.admin_json(b, "rotate")
+        self.assertEqual(b.read_log().count(f"Cannot publish to {pub}: "), 2)
+        self.assertIn("Read-only file system", self.publish_status(b)["last_error"])
 
 
 # --- 8. process hardening -----------------------------------------------------------------
@@ -1084,8 +1122,7 @@ class KeysConfigTest(KeysTestCase):
         for k, v in changes.items():
             cfg[k] = v
         b.write_config(cfg)
-        return subprocess.run([brokerd_path(), "--config", b.config_path, "--check"],
-                              capture_output=True, text=True, env=sanitizer_env())
+        return b.check()
 
     def test_es256_and_rs256_rules_are_accepted(self):
         b = self.keys_broker(rules=THREE_ALGS, start=False)

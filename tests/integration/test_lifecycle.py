@@ -35,8 +35,13 @@ class LifecycleTest(BrokerTestCase):
         second.write_config()
         self.assertFalse(second.start(expect_ready=False, timeout=3))
         self.assertEqual(second.proc.wait(5), 1)
-        self.assertIn("Another brokerd is already serving", second.read_log())
         second.proc = None
+        log = second.read_log()
+        # found before anything is made: its own state directory was not created
+        self.assertIn(f"listen.workload: another brokerd is already serving {self.b.workload}",
+                      log)
+        self.assertIn(f"listen.admin: another brokerd is already serving {self.b.admin}", log)
+        self.assertFalse(os.path.exists(second.state))
         # the first one still serves
         self.assertEqual(self.b.token().returncode, 0)
 
@@ -79,40 +84,32 @@ class LifecycleTest(BrokerTestCase):
 class UnsafePathTest(BrokerTestCase):
     start_broker = False
 
-    def refused(self, b, *needles):
-        self.assertFalse(b.start(expect_ready=False, timeout=3))
-        self.assertEqual(b.proc.wait(5), 1)
-        b.proc = None
-        log = b.read_log()
-        for n in needles:
-            self.assertIn(n, log)
-
     def test_group_writable_socket_ancestor_is_refused(self):
         b = self.broker(start=False)
         run = os.path.join(b.tmp, "run")
         os.makedirs(run)
         os.chmod(run, 0o775)
-        self.refused(b, run, "0775")
+        self.start_refused(b, run, "0775")
 
     def test_socket_dir_owned_by_another_user_is_refused(self):
         b = self.broker(start=False)
         run = os.path.join(b.tmp, "run")
         os.makedirs(run)
         os.chown(run, 4001, 4001)
-        self.refused(b, run, "4001")
+        self.start_refused(b, run, "4001")
 
     def test_workload_socket_dir_not_searchable_is_refused(self):
         b = self.broker(start=False)
         wl = os.path.dirname(b.workload)
         os.makedirs(wl)
         os.chmod(wl, 0o700)
-        self.refused(b, wl, "0700")
+        self.start_refused(b, wl, "0700")
 
     def test_state_directory_open_to_others_is_refused(self):
         b = self.broker(start=False)
         os.makedirs(b.state)
         os.chmod(b.state, 0o755)
-        self.refused(b, b.state, "0755")
+        self.start_refused(b, b.state, "0755")
 
     def test_sticky_world_writable_ancestor_is_fine(self):
         # /tmp itself is 1777; a test tree below it works, like MUNGE allows

@@ -335,9 +335,9 @@ class ConnectionLimitTest(LimitsCase):
     def test_per_uid_limit_refuses_with_rate_limited_and_others_are_served(self):
         held = self.held(20, uid=5001)
         self.assertRefused(self.raw(5001), "rate_limited", PER_UID_MSG)
-        # The refused client sees rate_limited as the answer to its request: exit code 3.
+        # The refused client sees rate_limited as the answer to its request: exit code 5.
         r = self.b.token(user=as_user(5001))
-        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
         self.assertIn("rate_limited: " + PER_UID_MSG, r.stderr)
         # Other uids are untouched: root on a raw connection, 4001 through brokerctl.
         self.assertLess(self.timed_token(), 0.5)
@@ -576,11 +576,11 @@ class RateIdentityTest(RateCase):
 
     limits = dict(RateCase.limits, rate=1)
 
-    def test_brokerctl_exits_3_when_rate_limited(self):
+    def test_brokerctl_exits_5_when_rate_limited(self):
         c = self.raw()
         self.assertTrue(all(r["ok"] for r in self.burst(c, 5)))
         r = self.b.token()  # same uid, same cgroup as this process
-        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
         self.assertEqual(r.stdout, "")
         self.assertIn("rate_limited: " + RATE_MSG, r.stderr)
         self.assertEqual(len(self.decisions()), 5)

@@ -1516,6 +1516,36 @@ static void test_no_follow_on_problems(void **state)
         expect_error(j, "limits.burst: must be at least 1 when limits.rate is not 0");
 }
 
+/* `user`, the account brokerd drops to: resolved at load, never root, restart-only. */
+static void test_run_as_user(void **state)
+{
+        Config *c = parse_ok(base()), *d;
+        json_t *j;
+
+        assert_null(c->user);
+        j = base();
+        put(j, "user", json_string("nobody"));
+        d = parse_ok(j);
+        assert_string_equal(d->user, "nobody");
+        assert_int_equal(d->user_uid, 65534);
+        assert_int_equal(d->user_gid, 65534);
+        assert_non_null(config_restart_only_change(c, d));
+        assert_string_equal(config_restart_only_change(c, d), "user");
+        assert_string_equal(config_restart_only_change(d, c), "user");
+        config_unref(d);
+        config_unref(c);
+
+        j = base();
+        put(j, "user", json_string("no-such-user-brokerd-test"));
+        expect_error(j, "user: no such user \"no-such-user-brokerd-test\"");
+        j = base();
+        put(j, "user", json_string("root"));
+        expect_error(j, "user: \"root\" is root; leave \"user\" out to run as root");
+        j = base();
+        put(j, "user", json_integer(65534));
+        expect_error(j, "user: expected string");
+}
+
 /* ---- reload ------------------------------------------------------------------------------- */
 
 static void test_restart_only_change(void **state)
@@ -1563,6 +1593,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_full_config),
             cmocka_unit_test(test_user_group_resolved),
+            cmocka_unit_test(test_run_as_user),
             cmocka_unit_test(test_defaults),
             cmocka_unit_test(test_empty_rules),
             cmocka_unit_test(test_rate_zero_disables),

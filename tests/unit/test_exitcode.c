@@ -17,7 +17,7 @@ static void test_every_status_has_its_exit_code(void **state)
             {BROKER_E_BAD_REQUEST, 1},
             {BROKER_E_UNAVAILABLE, 2},
             {BROKER_E_DENIED, 3},
-            {BROKER_E_RATE_LIMITED, 3},
+            {BROKER_E_RATE_LIMITED, 5}, /* retry later; 3 (denied) is final */
             {BROKER_E_NOT_FOUND, 4},
             {BROKER_E_INTERNAL, 4},
             {BROKER_E_PROTOCOL, 4},
@@ -36,6 +36,7 @@ static void test_contract_numbers(void **state)
         assert_int_equal(EXIT_UNAVAILABLE, 2);
         assert_int_equal(EXIT_DENIED, 3);
         assert_int_equal(EXIT_OTHER, 4);
+        assert_int_equal(EXIT_RATE_LIMITED, 5);
 }
 
 int main(void)

@@ -1241,6 +1241,49 @@ static void test_deny_records_bounded_and_summaries_verify(void **state)
         free(text);
 }
 
+/* Lifecycle records of what someone asked for say who: the admin connection's peer or the
+ * signal's sender, as the kernel gave them. */
+static void test_lifecycle_records_name_who_asked(void **state)
+{
+        const GrantlogOrigin admin = {.uid = 0, .pid = 4242};
+        const GrantlogOrigin hup = {.signal = "SIGHUP", .uid = 7, .pid = 99};
+        _cleanup_(json_decrefp) json_t *rot =
+            grantlog_record_lifecycle("key_rotated", 0, &admin, json_pack("{s:s}", "kid", "k"));
+        _cleanup_(json_decrefp) json_t *sched =
+            grantlog_record_lifecycle("key_created", 0, NULL, json_pack("{s:s}", "kid", "k"));
+        _cleanup_(json_decrefp) json_t *ok =
+            grantlog_record_config_reloaded(0, &hup, "/etc/brokerd/brokerd.json", "ab12", 3);
+        _cleanup_(json_decrefp) json_t *bad = grantlog_record_config_reload_failed(
+            0, &admin, "/etc/brokerd/brokerd.json", "rules[0].name: expected string\x1b");
+
+        assert_non_null(rot);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(rot, "admin"), "pid")),
+                         4242);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(rot, "admin"), "uid")),
+                         0);
+        assert_string_equal(json_string_value(json_object_get(rot, "kid")), "k");
+        assert_null(json_object_get(sched, "admin"));
+        assert_null(json_object_get(sched, "signal"));
+
+        assert_string_equal(json_string_value(json_object_get(ok, "event")), "config_reloaded");
+        assert_string_equal(json_string_value(json_object_get(ok, "path")),
+                            "/etc/brokerd/brokerd.json");
+        assert_string_equal(json_string_value(json_object_get(ok, "config_sha256")), "ab12");
+        assert_int_equal(json_integer_value(json_object_get(ok, "rules")), 3);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(ok, "signal"), "name")), "SIGHUP");
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(ok, "signal"), "pid")),
+                         99);
+        assert_null(json_object_get(ok, "admin"));
+
+        assert_string_equal(json_string_value(json_object_get(bad, "event")),
+                            "config_reload_failed");
+        /* display-safe, as the canonical form needs */
+        assert_string_equal(json_string_value(json_object_get(bad, "error")),
+                            "rules[0].name: expected string\\x1b");
+        assert_true(grantlog_event_known("config_reload_failed"));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1266,6 +1309,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_failed_writes_change_nothing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_deny_records_bounded_and_summaries_verify, setup,
                                             teardown),
+            cmocka_unit_test(test_lifecycle_records_name_who_asked),
         };
 
         if (sodium_init() < 0 || signer_init() < 0)

@@ -1115,6 +1115,47 @@ static int reopen_result(const MasterKey *m)
         return r;
 }
 
+/* keystore_check_master(): what keystore_open() says of a master key, found read-only. */
+static void test_check_master_reads_only(void **state)
+{
+        _cleanup_(master_key_freep) MasterKey *other = master_key_random("the other master key");
+        KeyPolicy p = policy();
+        char err[1024] = "";
+
+        /* No store yet: nothing to hold the key against, and none is made. */
+        assert_int_equal(keystore_check_master(dir, other, err, sizeof(err)), 0);
+        assert_int_equal(access(db_path(""), F_OK), -1);
+
+        KeyStore *ks = open_store(master);
+        advance(ks, &p, T0, "key_created(EdDSA,active)");
+        keystore_close(ks);
+        Bytes before = slurp(db_path(""));
+        assert_non_null(before.p);
+
+        assert_int_equal(keystore_check_master(dir, master, err, sizeof(err)), 0);
+        assert_int_equal(keystore_check_master(dir, other, err, sizeof(err)), -EKEYREJECTED);
+        assert_non_null(strstr(err, "the other master key"));
+        assert_non_null(strstr(err, db_path("")));
+        assert_non_null(strstr(err, "never re-keys"));
+
+        /* Not a byte changed, no journal made. */
+        Bytes after = slurp(db_path(""));
+        assert_int_equal(after.n, before.n);
+        assert_memory_equal(after.p, before.p, before.n);
+        assert_int_equal(access(db_path("-journal"), F_OK), -1);
+        free(after.p);
+        free(before.p);
+
+        /* Not a database at all: said so. */
+        int fd = open(db_path(""), O_WRONLY | O_TRUNC | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(
+            write(fd, "not sqlite, just text that is long enough to be a header\n", 57), 57);
+        close(fd);
+        assert_int_equal(keystore_check_master(dir, master, err, sizeof(err)), -EIO);
+        assert_non_null(strstr(err, db_path("")));
+}
+
 static void test_wrong_master_key(void **state)
 {
         KeyStore *ks = open_store(master);
@@ -1542,6 +1583,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_every_transition_reported, setup, teardown),
             cmocka_unit_test_setup_teardown(test_policy_changes, setup, teardown),
             cmocka_unit_test_setup_teardown(test_wrong_master_key, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_check_master_reads_only, setup, teardown),
             cmocka_unit_test_setup_teardown(test_no_private_bytes_on_disk, setup, teardown),
             cmocka_unit_test_setup_teardown(test_sealed_blob_bound_to_kid, setup, teardown),
             cmocka_unit_test_setup_teardown(test_rows_are_authenticated, setup, teardown),

@@ -793,6 +793,59 @@ static void test_own_file_foreign_owner(void **state)
         assert_err_contains("%s: owned by uid 1234", P("state/audit.db"));
 }
 
+/* PATH_DRY_RUN: what a create would make is checked as it would be made, and nothing is. */
+static void test_dry_run_creates_nothing(void **state)
+{
+        const PathDirFlags mk = PATH_CREATE | PATH_STRICT | PATH_DRY_RUN;
+        int fd = 77;
+
+        /* Missing: fine, 1, no descriptor, and still missing. */
+        assert_int_equal(path_open_dir(P("a/b/c"), mk, 0755, &fd, err, sizeof(err)), 1);
+        assert_int_equal(fd, -EBADF);
+        assert_int_equal(access(P("a"), F_OK), -1);
+
+        /* What would be made must pass too: 0755 is not private, 0700 not searchable. */
+        assert_int_equal(path_open_dir(P("s"), mk | PATH_PRIVATE, 0755, NULL, err, sizeof(err)),
+                         -EPERM);
+        assert_err_contains("%s: mode 0755, wanted no group or other access", P("s"));
+        assert_int_equal(
+            path_open_dir(P("w/x"), mk | PATH_WORLD_SEARCH, 0700, NULL, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: not searchable by others (mode 0700)", P("w"));
+        assert_int_equal(access(P("s"), F_OK), -1);
+        assert_int_equal(access(P("w"), F_OK), -1);
+
+        /* Existing: checked like a create checks it, and a descriptor comes back. */
+        make_dir("d", 0700);
+        assert_int_equal(path_open_dir(P("d"), mk | PATH_PRIVATE, 0700, &fd, err, sizeof(err)), 0);
+        assert_true(fd >= 0);
+        close(fd);
+        make_dir("gw", 0775);
+        assert_int_equal(path_open_dir(P("gw/state"), mk, 0700, NULL, err, sizeof(err)), -EPERM);
+        assert_err_contains("%s: directory is writable by group or others (mode 0775)", P("gw"));
+        assert_int_equal(access(P("gw/state"), F_OK), -1);
+        make_dir("pub", 01777);
+        assert_int_equal(path_open_dir(P("pub"), mk, 0755, NULL, err, sizeof(err)), -EPERM);
+        assert_err_contains("the sticky bit is no exception");
+}
+
+static void test_make_absolute(void **state)
+{
+        char cwd[PATH_MAX], want[PATH_MAX + 64];
+        char *abs = NULL;
+
+        assert_int_equal(path_make_absolute("/etc//brokerd/./brokerd.json", &abs), 0);
+        assert_string_equal(abs, "/etc/brokerd/brokerd.json");
+        free(abs);
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(path_make_absolute("./conf/../b.json", &abs), 0);
+        snprintf(want, sizeof(want), "%s/conf/../b.json", strcmp(cwd, "/") == 0 ? "" : cwd);
+        assert_string_equal(abs, want);
+        free(abs);
+        assert_int_equal(path_make_absolute("/", &abs), 0);
+        assert_string_equal(abs, "/");
+        free(abs);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -833,6 +886,8 @@ int main(void)
             T(test_own_file_created_and_checked),
             T(test_own_file_unsafe),
             T(test_own_file_foreign_owner),
+            T(test_dry_run_creates_nothing),
+            T(test_make_absolute),
         };
 
         umask(022);

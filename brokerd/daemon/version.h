@@ -1,3 +1,0 @@
-#pragma once
-
-#define BROKERD_VERSION "0.2.0"
