@@ -21,7 +21,7 @@ import tempfile
 
 from harness import BrokerTestCase
 from oauth import free_port
-from test_faults import wait_for
+from harness import wait_until as wait_for
 
 JOURNALD = "/lib/systemd/systemd-journald"
 

@@ -11,7 +11,8 @@ import subprocess
 import time
 
 from harness import BrokerTestCase
-from test_faults import AUD, FaultTestCase, wait_for
+from harness import wait_until as wait_for
+from test_faults import AUD, FaultTestCase
 
 STATUS_INTERVAL = 3  # seconds: the daemon checks its STATUS= this often
 
