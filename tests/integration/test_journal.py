@@ -19,9 +19,8 @@ import signal
 import subprocess
 import tempfile
 
-from harness import BrokerTestCase
+from harness import BrokerTestCase, wait_until
 from oauth import free_port
-from harness import wait_until as wait_for
 
 JOURNALD = "/lib/systemd/systemd-journald"
 
@@ -93,8 +92,8 @@ class JournalTestCase(BrokerTestCase):
 
     def entries_after_stop(self):
         """Once the daemon's last entry ("stopping") is in the journal: all of them."""
-        return wait_for(lambda: self.of_kind(self.entries(), "stopping") and self.entries(),
-                        timeout=10, what="brokerd's entries in the journal")
+        return wait_until(lambda: self.of_kind(self.entries(), "stopping") and self.entries(),
+                          timeout=10, what="brokerd's entries in the journal")
 
 
 class JournalTest(JournalTestCase):
@@ -123,16 +122,16 @@ class JournalTest(JournalTestCase):
         # denials beyond the budget of 1 per second: one deny_summary, in the journal too
         for _ in range(5):
             self.assertEqual(b.token(audience="https://not-allowed.test").returncode, 3)
-        wait_for(lambda: any(e["event"] == "deny_summary" for e in b.audit()), timeout=10,
-                 what="the deny_summary record")
+        wait_until(lambda: any(e["event"] == "deny_summary" for e in b.audit()), timeout=10,
+                   what="the deny_summary record")
         rotated = admin.request({"op": "rotate"})
         admin.close()
         self.assertTrue(rotated["ok"], rotated)
         kid = rotated["kid"]
         pid = b.daemon_pid()
         os.kill(pid, signal.SIGHUP)
-        wait_for(lambda: any(e["event"] == "config_reloaded" for e in b.audit()), timeout=10,
-                 what="the reload")
+        wait_until(lambda: any(e["event"] == "config_reloaded" for e in b.audit()), timeout=10,
+                   what="the reload")
         self.assertEqual(b.stop(), 0)
 
         entries = self.entries_after_stop()

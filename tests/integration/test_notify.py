@@ -10,8 +10,7 @@ import signal
 import subprocess
 import time
 
-from harness import BrokerTestCase
-from harness import wait_until as wait_for
+from harness import BrokerTestCase, wait_until
 from test_faults import AUD, FaultTestCase
 
 STATUS_INTERVAL = 3  # seconds: the daemon checks its STATUS= this often
@@ -175,7 +174,7 @@ class NotReadyTest(FaultTestCase):
         self.assertIsNotNone(m, b.notify.all(mark))
         os.unlink(filler)
         # writes work again: the status says so by itself
-        wait_for(lambda: b.token().returncode == 0, timeout=10, what="a grant after the fault")
+        wait_until(lambda: b.token().returncode == 0, timeout=10, what="a grant after the fault")
         since = mark + b.notify.all(mark).index(m) + 1
         m = b.notify.wait_for(lambda l: status_of(l) and "audit failing" not in status_of(l),
                               timeout=STATUS_INTERVAL + 3, since=since)
